@@ -1,0 +1,51 @@
+"""What every service does beside its work: say it is alive, and stop its loops cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from shared.keys import PREFIX
+
+HEARTBEAT_S = 2.0
+log = logging.getLogger("personalize")
+
+
+def alive_key(service: str, replica: str) -> str:
+    return f"{PREFIX}:alive:{service}:{replica}"
+
+
+async def heartbeat(client: aioredis.Redis, service: str, replica: str) -> None:
+    """Keep ``pz:alive:<service>:<replica>`` set while the service runs (health checks read it)."""
+    while True:
+        with contextlib.suppress(Exception):
+            await client.set(alive_key(service, replica), "1", ex=int(HEARTBEAT_S * 4))
+        await asyncio.sleep(HEARTBEAT_S)
+
+
+class Tasks:
+    """Background loops of a service, cancelled together at shutdown."""
+
+    def __init__(self) -> None:
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    def start(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        task.add_done_callback(_report)
+        self.tasks.append(task)
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
+
+
+def _report(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("loop %s died", task.get_name(), exc_info=task.exception())

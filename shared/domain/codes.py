@@ -1,0 +1,50 @@
+"""Codes: 7 lowercase letters and digits, derived from the profile state they label.
+
+The same (profile, evidence) always derives the same candidates, so minting one state
+twice cannot create two codes; a salt walks past codes that are taken or that would land
+in another partition (a code's partition is ``partition_of(code)``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import numpy as np
+
+from shared.keys import partition_of
+
+ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+CODE_LENGTH = 7
+
+
+def candidate(profile_id: str, evidence: int, salt: int) -> str:
+    digest = hashlib.sha256(f"{profile_id}|{evidence}|{salt}".encode()).digest()
+    number = int.from_bytes(digest[:8], "big")
+    chars = []
+    for _ in range(CODE_LENGTH):
+        number, index = divmod(number, len(ALPHABET))
+        chars.append(ALPHABET[index])
+    return "".join(chars)
+
+
+def derive_code(
+    profile_id: str,
+    evidence: int,
+    partition: int,
+    partitions: int,
+    taken: Callable[[str], bool] = lambda code: False,
+) -> str:
+    """The first candidate for this state that lives in ``partition`` and is not taken."""
+    for salt in range(100_000):
+        code = candidate(profile_id, evidence, salt)
+        if partition_of(code, partitions) == partition and not taken(code):
+            return code
+    raise RuntimeError(f"no free code for profile {profile_id!r} at evidence {evidence}")
+
+
+def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
+    denominator = float(np.linalg.norm(a) * np.linalg.norm(b))
+    if denominator == 0.0:
+        return 1.0
+    return 1.0 - float(np.dot(a, b)) / denominator

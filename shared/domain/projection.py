@@ -1,0 +1,212 @@
+"""The profile projection: a deterministic fold of log events into read models.
+
+The adapter loads the views a batch touches, folds every event in log order with
+:meth:`Projection.fold`, then writes the dirty views and the batch's last position in one
+atomic step. The same fold serves the live projector and a replay.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shared.taste.learner import TasteLearner
+from shared.taste.prior import TastePrior
+
+from . import events as ev
+from .views import CodeView, MemberView, ProfileModel, ProfileSummary
+
+Embeddings = Callable[[Iterable[str]], Mapping[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ProfileChange:
+    """A profile whose taste moved: what code-minter needs to decide on a new code."""
+
+    member_id: str
+    profile_id: str
+    name: str
+    family: str
+    version: str
+    evidence: int
+    picks: int
+    unlocked: bool
+    vector: np.ndarray
+    position: str
+
+
+def touched_profiles(event: ev.LoggedEvent) -> set[str]:
+    profile_id = event.payload.get("profile_id")
+    return {profile_id} if isinstance(profile_id, str) else set()
+
+
+def images_needed(event: ev.LoggedEvent) -> set[str]:
+    payload = event.payload
+    if event.type == "ImagePicked":
+        return set(payload.get("candidates") or ())
+    if event.type in ("ImageLiked", "ImageUnliked"):
+        return {payload["image_id"]}
+    if event.type == "PairRanked":
+        return {payload["winner_image_id"], payload["loser_image_id"]}
+    return set()
+
+
+@dataclass
+class Projection:
+    """The read models one batch touches, and the fold that updates them."""
+
+    members: dict[str, MemberView]
+    profiles: dict[str, ProfileModel]
+    prior: TastePrior
+    thresholds: Mapping[str, int]
+    embeddings: Mapping[str, np.ndarray]
+    codes: dict[str, CodeView] = field(default_factory=dict)
+    changes: dict[str, ProfileChange] = field(default_factory=dict)
+    dirty_members: set[str] = field(default_factory=set)
+    _learners: dict[str, TasteLearner] = field(default_factory=dict)
+
+    def fold(self, position: str, event: ev.LoggedEvent) -> None:
+        payload = event.typed_payload()
+        member = self.members.get(event.member_id) or MemberView(member_id=event.member_id)
+        handler = _FOLDS.get(type(payload))
+        if handler is None:
+            return
+        handler(self, member, payload, event, position)
+        self.members[event.member_id] = member.model_copy(update={"position": position})
+        self.dirty_members.add(event.member_id)
+
+    def flush_learners(self) -> None:
+        for profile_id, learner in self._learners.items():
+            state = base64.b64encode(learner.state()).decode()
+            model = self.profiles[profile_id]
+            self.profiles[profile_id] = model.model_copy(update={"state": state})
+
+    def learner(self, member_id: str, profile_id: str) -> TasteLearner:
+        if profile_id not in self._learners:
+            model = self.profiles.get(profile_id)
+            if model is None or not model.state:
+                self.profiles[profile_id] = ProfileModel(profile_id=profile_id, member_id=member_id)
+                learner = TasteLearner(self.prior)
+            else:
+                learner = TasteLearner.from_state(self.prior, base64.b64decode(model.state))
+            self._learners[profile_id] = learner
+        return self._learners[profile_id]
+
+    def _learned(
+        self, member: MemberView, profile_id: str, position: str, picks: int = 0
+    ) -> None:
+        summary = member.profiles[profile_id]
+        learner = self._learners[profile_id]
+        summary = summary.model_copy(
+            update={"picks": summary.picks + picks, "evidence": learner.evidence}
+        )
+        member.profiles[profile_id] = summary
+        self.changes[profile_id] = ProfileChange(
+            member_id=member.member_id,
+            profile_id=profile_id,
+            name=summary.name,
+            family=summary.family,
+            version=summary.version,
+            evidence=learner.evidence,
+            picks=summary.picks,
+            unlocked=summary.unlocked,
+            vector=learner.vector(),
+            position=position,
+        )
+
+
+def _created(proj: Projection, member: MemberView, p, event, position) -> None:  # type: ignore[no-untyped-def]
+    member.profiles[p.profile_id] = ProfileSummary(
+        profile_id=p.profile_id,
+        name=p.name,
+        family=p.family,
+        version=p.version,
+        is_global=p.is_global,
+        needed=proj.thresholds[p.family],
+        created_at=event.occurred_at,
+    )
+
+
+def _picked(proj: Projection, member: MemberView, p, event, position) -> None:  # type: ignore[no-untyped-def]
+    shown = np.stack([proj.embeddings[image] for image in p.candidates])
+    proj.learner(member.member_id, p.profile_id).observe_grid(
+        shown, [p.candidates.index(p.image_id)]
+    )
+    proj._learned(member, p.profile_id, position, picks=1)
+
+
+def _ranked(proj: Projection, member: MemberView, p, event, position) -> None:  # type: ignore[no-untyped-def]
+    learner = proj.learner(member.member_id, p.profile_id)
+    learner.observe_pair(proj.embeddings[p.winner_image_id], proj.embeddings[p.loser_image_id])
+    proj._learned(member, p.profile_id, position, picks=1)
+
+
+def _liked(proj: Projection, member: MemberView, p, event, position) -> None:  # type: ignore[no-untyped-def]
+    proj.learner(member.member_id, p.profile_id).observe_like(proj.embeddings[p.image_id])
+    proj._learned(member, p.profile_id, position)
+
+
+def _unliked(proj: Projection, member: MemberView, p, event, position) -> None:  # type: ignore[no-untyped-def]
+    proj.learner(member.member_id, p.profile_id).observe_unlike(proj.embeddings[p.image_id])
+    proj._learned(member, p.profile_id, position)
+
+
+def _summary_update(**fields: object) -> Callable[..., None]:
+    def apply(proj, member, p, event, position):  # type: ignore[no-untyped-def]
+        values = {name: getattr(p, source) for name, source in fields.items()}
+        member.profiles[p.profile_id] = member.profiles[p.profile_id].model_copy(update=values)
+
+    return apply
+
+
+def _deleted(proj: Projection, member: MemberView, p, event, position) -> None:  # type: ignore[no-untyped-def]
+    member.profiles[p.profile_id] = member.profiles[p.profile_id].model_copy(
+        update={"deleted": True}
+    )
+    member.defaults = [d for d in member.defaults if d != p.profile_id]
+
+
+def _minted(proj: Projection, member: MemberView, p, event, position) -> None:  # type: ignore[no-untyped-def]
+    proj.codes[p.code] = CodeView(
+        code=p.code,
+        member_id=member.member_id,
+        profile_id=p.profile_id,
+        profile_name=p.profile_name,
+        family=p.family,
+        version=p.version,
+        vector=p.vector,
+        evidence=p.evidence,
+        picks=p.picks,
+        minted_at=event.occurred_at,
+        position=position,
+    )
+    member.codes = [p.code, *member.codes]
+    if p.profile_id in member.profiles:
+        member.profiles[p.profile_id] = member.profiles[p.profile_id].model_copy(
+            update={"latest_code": p.code}
+        )
+
+
+def _member_field(name: str, source: str) -> Callable[..., None]:
+    def apply(proj, member, p, event, position):  # type: ignore[no-untyped-def]
+        setattr(member, name, getattr(p, source))
+
+    return apply
+
+
+_FOLDS: dict[type[ev.Payload], Callable[..., None]] = {
+    ev.ProfileCreated: _created,
+    ev.ImagePicked: _picked,
+    ev.PairRanked: _ranked,
+    ev.ImageLiked: _liked,
+    ev.ImageUnliked: _unliked,
+    ev.ProfileRenamed: _summary_update(name="name"),
+    ev.ProfileDeleted: _deleted,
+    ev.DefaultProfilesSelected: _member_field("defaults", "profile_ids"),
+    ev.PersonalizationToggled: _member_field("personalization", "enabled"),
+    ev.DefaultVersionSet: _member_field("default_version", "version"),
+    ev.CodeMinted: _minted,
+}

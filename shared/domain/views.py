@@ -1,0 +1,96 @@
+"""Read models: what profile-projector writes and prompt-resolver reads.
+
+All of them are disposable and rebuilt from the log; their JSON is canonical (sorted keys,
+no spaces) so that a replay is comparable byte for byte with the live models.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from .families import DEFAULT_VERSION
+
+
+class View(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def to_bytes(self) -> bytes:
+        return canonical_json(self.model_dump(mode="json"))
+
+    @classmethod
+    def from_bytes(cls, data: bytes):  # type: ignore[no-untyped-def]
+        return cls.model_validate_json(data)
+
+
+def canonical_json(value: object) -> bytes:
+    import json
+
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class ProfileSummary(View):
+    """A profile as its owner's pages show it: progress, latest code, status."""
+
+    profile_id: str
+    name: str
+    family: str
+    version: str
+    is_global: bool
+    deleted: bool = False
+    picks: int = 0
+    needed: int
+    evidence: int = 0
+    latest_code: str | None = None
+    created_at: datetime
+
+    @property
+    def unlocked(self) -> bool:
+        return self.picks >= self.needed
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.needed - self.picks)
+
+
+class MemberView(View):
+    """One member: settings, profiles, and codes newest first."""
+
+    member_id: str
+    default_version: str = DEFAULT_VERSION
+    personalization: bool = False
+    defaults: list[str] = []
+    profiles: dict[str, ProfileSummary] = {}
+    codes: list[str] = []
+    position: str = "0-0"
+
+    def global_profile(self, family: str) -> ProfileSummary | None:
+        for profile in self.profiles.values():
+            if profile.is_global and profile.family == family:
+                return profile
+        return None
+
+
+class ProfileModel(View):
+    """A profile's learner state (base64), kept apart from the summary the resolver reads."""
+
+    profile_id: str
+    member_id: str
+    state: str = ""
+
+
+class CodeView(View):
+    """An immutable code: the snapshot of one profile state, from its CodeMinted event."""
+
+    code: str
+    member_id: str
+    profile_id: str
+    profile_name: str
+    family: str
+    version: str
+    vector: str
+    evidence: int
+    picks: int
+    minted_at: datetime
+    position: str

@@ -1,0 +1,109 @@
+"""Stream and key names. Everything of one partition shares a Redis Cluster hash tag ``{pN}``.
+
+A member, a profile ID and a code each map to a partition with :func:`partition_of`
+(CRC-32 of the UTF-8 text, modulo the partition count), so any service can find the
+slot of a code or a profile from the handle alone.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+PREFIX = "pz"
+RESOLVE_RPC = f"{PREFIX}:rpc:resolve"
+ACTIVE_GENERATION = f"{PREFIX}:rm:active"
+CONFIG = f"{PREFIX}:config"
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition of a member ID, profile ID or code: ``crc32(utf8) % partitions``."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+def image_key(image_id: str) -> str:
+    return f"{PREFIX}:img:{image_id}"
+
+
+@dataclass(frozen=True)
+class Partition:
+    """The keys of one partition; they all hash to the same cluster slot."""
+
+    index: int
+
+    @property
+    def tag(self) -> str:
+        return f"{PREFIX}:{{p{self.index}}}"
+
+    @property
+    def inbox(self) -> str:
+        return f"{self.tag}:inbox"
+
+    @property
+    def log(self) -> str:
+        return f"{self.tag}:log"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.tag}:dead"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.tag}:stats"
+
+    @property
+    def changes(self) -> str:
+        return f"{self.tag}:changes"
+
+    def member_state(self, member_id: str) -> str:
+        return f"{self.tag}:agg:{member_id}"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.tag}:idem:{key}"
+
+    def read_model(self, generation: int) -> ReadModelKeys:
+        return ReadModelKeys(f"{self.tag}:rm:{generation}")
+
+    @property
+    def minter_position(self) -> str:
+        return f"{self.tag}:mint:pos"
+
+    def minter_profile(self, profile_id: str) -> str:
+        return f"{self.tag}:mint:profile:{profile_id}"
+
+    def minter_code(self, code: str) -> str:
+        return f"{self.tag}:mint:code:{code}"
+
+    def lease(self, role: str) -> str:
+        return f"{self.tag}:lease:{role}"
+
+
+@dataclass(frozen=True)
+class ReadModelKeys:
+    """The keys of one generation of one partition's read models."""
+
+    base: str
+
+    @property
+    def position(self) -> str:
+        return f"{self.base}:pos"
+
+    def member(self, member_id: str) -> str:
+        return f"{self.base}:member:{member_id}"
+
+    def profile(self, profile_id: str) -> str:
+        return f"{self.base}:profile:{profile_id}"
+
+    def code(self, code: str) -> str:
+        return f"{self.base}:code:{code}"
+
+    def pattern(self) -> str:
+        return f"{self.base}:*"
+
+
+def partition_for(key: str, partitions: int) -> Partition:
+    return Partition(partition_of(key, partitions))
+
+
+def all_partitions(partitions: int) -> list[Partition]:
+    return [Partition(i) for i in range(partitions)]
