@@ -45,7 +45,7 @@ return ids
 APPLY_AT_POSITION = """
 -- KEYS: position, changes stream ('' to emit none), view keys (v of them)
 -- ARGV: expected position, new position, c changes, v values, c changes
-local current = redis.call('GET', KEYS[1]) or ''
+local current = redis.call('GET', KEYS[1]) or '0-0'
 if current ~= ARGV[1] then return 0 end
 local v = #KEYS - 2
 local c = tonumber(ARGV[3])
@@ -58,7 +58,7 @@ return 1
 MINT_AT_POSITION = """
 -- KEYS: position, log, changes stream, then per mint: profile state key, code key
 -- ARGV: expected position, new position, n, then per mint: code claim, state, event
-local current = redis.call('GET', KEYS[1]) or ''
+local current = redis.call('GET', KEYS[1]) or '0-0'
 if current ~= ARGV[1] then return {'moved'} end
 local n = tonumber(ARGV[3])
 for i = 1, n do
@@ -78,7 +78,7 @@ return ids
 
 DEAD_LETTER_AT_POSITION = """
 -- KEYS: position, dead letters; ARGV: expected position, new position, dead letter
-local current = redis.call('GET', KEYS[1]) or ''
+local current = redis.call('GET', KEYS[1]) or '0-0'
 if current ~= ARGV[1] then return 0 end
 redis.call('XADD', KEYS[2], '*', 'dead', ARGV[3])
 redis.call('SET', KEYS[1], ARGV[2])

@@ -48,3 +48,20 @@ def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
     if denominator == 0.0:
         return 1.0
     return 1.0 - float(np.dot(a, b)) / denominator
+
+
+def mint_due(
+    last_evidence: int | None,
+    last_vector: np.ndarray | None,
+    evidence: int,
+    vector: np.ndarray,
+    every: int,
+    drift: float,
+) -> bool:
+    """A new code is due for an unlocked profile when it has none yet, when ``every`` new
+    signals arrived since the last one, or when its taste moved ``drift`` (cosine distance)."""
+    if last_evidence is None or last_vector is None:
+        return True
+    if evidence <= last_evidence:
+        return False
+    return evidence - last_evidence >= every or cosine_distance(last_vector, vector) >= drift

@@ -1,0 +1,115 @@
+"""code-minter's application layer: profile changes in, ``CodeMinted`` events out.
+
+Per partition it follows the change stream the projector writes; for the last change of
+each profile in a batch it decides whether a code is due and appends ``CodeMinted`` to the
+log, together with its own memory of the last code and the new position, in one step.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from shared.adapters.follower import Entry
+from shared.adapters.store import MINT_AT_POSITION, text
+from shared.domain import events as ev
+from shared.domain.codes import candidate, mint_due
+from shared.keys import Partition, partition_of
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class Mint:
+    code: str
+    change: dict[str, Any]
+    event: bytes
+
+    def memory(self) -> bytes:
+        fields = {"code": self.code, "evidence": self.change["evidence"]}
+        return json.dumps({**fields, "vector": self.change["vector"]}).encode()
+
+    def claim(self) -> bytes:
+        return f"{self.change['profile_id']}|{self.change['evidence']}".encode()
+
+
+class Minter:
+    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.script = client.register_script(MINT_AT_POSITION)
+
+    @staticmethod
+    def position_key(partition: Partition) -> str:
+        return partition.minter_position
+
+    async def apply(self, partition: Partition, position: str, entries: list[Entry]) -> bool:
+        latest: dict[str, dict[str, Any]] = {}
+        for _, fields in entries:
+            change = json.loads(fields[b"change"])
+            latest[change["profile_id"]] = change
+        due = await self._due(partition, list(latest.values()))
+        mints = [await self._mint(partition, change) for change in due]
+        keys = [partition.minter_position, partition.log, partition.changes]
+        args: list[Any] = [position, entries[-1][0], len(mints)]
+        for mint in mints:
+            keys += [partition.minter_profile(mint.change["profile_id"]), partition.minter_code(mint.code)]
+            args += [mint.claim(), mint.memory(), mint.event]
+        reply = await self.script(keys=keys, args=args)
+        status = text(reply[0])
+        if status == "taken":
+            raise RuntimeError(f"code {text(reply[1])} was taken meanwhile; retrying")
+        return status == "ok"
+
+    async def _due(self, partition: Partition, changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        unlocked = [c for c in changes if c["unlocked"]]
+        memories = await self.client.mget(
+            [partition.minter_profile(c["profile_id"]) for c in unlocked]
+        ) if unlocked else []
+        due = []
+        for change, raw in zip(unlocked, memories, strict=True):
+            last = json.loads(raw) if raw else None
+            if mint_due(
+                last["evidence"] if last else None,
+                ev.decode_vector(last["vector"]) if last else None,
+                change["evidence"],
+                ev.decode_vector(change["vector"]),
+                self.settings.mint_every,
+                self.settings.mint_drift,
+            ):
+                due.append(change)
+        return due
+
+    async def _mint(self, partition: Partition, change: dict[str, Any]) -> Mint:
+        code = await self._free_code(partition, change["profile_id"], change["evidence"])
+        payload = ev.CodeMinted(
+            code=code,
+            profile_id=change["profile_id"],
+            profile_name=change["name"],
+            family=change["family"],
+            version=change["version"],
+            vector=change["vector"],
+            evidence=change["evidence"],
+            picks=change["picks"],
+        )
+        now = ev.utcnow()
+        event = ev.record(
+            payload,
+            event_id=f"mint:{change['profile_id']}:{change['evidence']}",
+            member_id=change["member_id"],
+            occurred_at=now,
+            now=now,
+        )
+        return Mint(code, change, event.to_bytes())
+
+    async def _free_code(self, partition: Partition, profile_id: str, evidence: int) -> str:
+        for salt in range(100_000):
+            code = candidate(profile_id, evidence, salt)
+            if partition_of(code, self.settings.partitions) != partition.index:
+                continue
+            claim = await self.client.get(partition.minter_code(code))
+            if claim is None or text(claim) == f"{profile_id}|{evidence}":
+                return code
+        raise RuntimeError(f"no free code for {profile_id!r} at evidence {evidence}")

@@ -1,0 +1,58 @@
+"""prompt-resolver: RPC over ``pz:rpc:resolve``. Run: ``faststream run services.prompt_resolver.app:app``.
+
+Call it with ``await broker.request(ResolveRequest(...), list="pz:rpc:resolve")``; the reply
+is a :class:`ResolveResponse` (see README, "Resolving prompts").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faststream import FastStream
+from faststream.redis import ListSub, RedisBroker
+from faststream.specification import AsyncAPI
+
+from shared.adapters.lifecycle import Tasks, heartbeat
+from shared.adapters.store import connect
+from shared.domain.resolution import ResolveResponse
+from shared.keys import RESOLVE_RPC
+from shared.settings import Settings
+
+from .resolver import Resolver
+
+SERVICE = "prompt-resolver"
+
+
+def build(settings: Settings) -> FastStream:
+    broker = RedisBroker(settings.redis_url)
+    client = connect(settings.redis_url)
+    resolver = Resolver(client, settings)
+    tasks = Tasks()
+
+    @broker.subscriber(
+        list=ListSub(RESOLVE_RPC),
+        title=RESOLVE_RPC,
+        description="Resolve a prompt: send a ResolveRequest, get a ResolveResponse back.",
+    )
+    async def on_resolve(body: Any) -> ResolveResponse:
+        return await resolver.handle(body)
+
+    app = FastStream(
+        broker,
+        specification=AsyncAPI(
+            title=SERVICE, version="1", description="Resolves --p in prompts into conditioning."
+        ),
+    )
+
+    @app.after_startup
+    async def start() -> None:
+        tasks.start(heartbeat(client, SERVICE, settings.replica), "heartbeat")
+
+    @app.on_shutdown
+    async def stop() -> None:
+        await tasks.stop()
+
+    return app
+
+
+app = build(Settings.from_env())

@@ -1,0 +1,75 @@
+"""A small client of the public contract: publish inbound messages, resolve prompts.
+
+It uses only what any outside service could: ``XADD`` of JSON to an inbox stream and the
+resolver's RPC. The demo, the benchmarks and the end-to-end tests drive the system with it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from faststream.redis import RedisBroker
+
+from shared.domain.resolution import ResolveRequest, ResolveResponse
+from shared.keys import RESOLVE_RPC, partition_for
+
+
+def inbound(
+    type_: str,
+    member_id: str,
+    payload: dict[str, Any],
+    key: str | None = None,
+    occurred_at: datetime | None = None,
+) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "type": type_,
+        "schema_version": 1,
+        "idempotency_key": key or uuid.uuid4().hex,
+        "member_id": member_id,
+        "payload": payload,
+    }
+    if occurred_at is not None:
+        message["occurred_at"] = occurred_at.isoformat()
+    return message
+
+
+class Client:
+    def __init__(self, redis_url: str, partitions: int) -> None:
+        self.redis = aioredis.Redis.from_url(redis_url)
+        self.partitions = partitions
+        self.broker = RedisBroker(redis_url, logger=None)
+
+    async def __aenter__(self) -> Client:
+        await self.broker.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.broker.stop()
+        await self.redis.aclose()
+
+    def inbox(self, member_id: str) -> str:
+        return partition_for(member_id, self.partitions).inbox
+
+    async def publish(self, message: dict[str, Any]) -> str:
+        """XADD one inbound message (a dict as built by :func:`inbound`) to its inbox."""
+        entry = await self.redis.xadd(self.inbox(message["member_id"]), {"data": json.dumps(message)})
+        return entry.decode()
+
+    async def publish_many(self, messages: Iterable[dict[str, Any]]) -> int:
+        count = 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for message in messages:
+                pipe.xadd(self.inbox(message["member_id"]), {"data": json.dumps(message)})
+                count += 1
+            await pipe.execute()
+        return count
+
+    async def resolve(self, member_id: str, prompt: str, timeout: float = 5.0) -> ResolveResponse:
+        request = ResolveRequest(member_id=member_id, prompt=prompt)
+        reply = await self.broker.request(request, list=RESOLVE_RPC, timeout=timeout)
+        return ResolveResponse.model_validate_json(reply.body)

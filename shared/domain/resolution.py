@@ -1,0 +1,312 @@
+"""prompt-resolver's pure core: turn a parsed prompt and the member's read models into the
+conditioning the generator applies, or a clear error with a stable code.
+
+Resolution happens in two steps so the I/O stays outside: :func:`lookups` says which codes
+and foreign profile IDs the adapter must fetch, :func:`resolve` decides with what came back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from shared.prompt.grammar import ParsedPrompt, PValue, render_prompt, strength
+
+from .events import decode_vector
+from .families import DEFAULT_VERSION, family_of, usable_with
+from .views import CodeView, MemberView, ProfileSummary
+
+
+class ResolveRequest(BaseModel):
+    """RPC request to ``pz:rpc:resolve``: whose prompt, and the prompt as typed."""
+
+    schema_version: int = 1
+    member_id: str = Field(min_length=1, max_length=64)
+    prompt: str
+
+
+class ResolvedEntry(BaseModel):
+    code: str
+    weight: float
+    family: str
+    version: str
+    source: str = Field(description="'code', 'profile' or 'default'")
+    profile_id: str | None = Field(default=None, description="only for the code's owner")
+    profile_name: str | None = None
+
+
+class ResolveError(BaseModel):
+    code: str = Field(description="stable machine code, see README")
+    message: str
+    token: str = ""
+    position: int = -1
+
+
+class ResolveResponse(BaseModel):
+    """RPC reply: the canonical prompt and the conditioning, or an error."""
+
+    schema_version: int = 1
+    ok: bool
+    prompt: str | None = None
+    version: str | None = None
+    family: str | None = None
+    stylize: int | None = None
+    strength: float | None = None
+    entries: list[ResolvedEntry] = []
+    vector: list[float] | None = None
+    warnings: list[str] = []
+    error: ResolveError | None = None
+
+
+class Refusal(Exception):
+    def __init__(self, code: str, message: str, token: str = "", position: int = -1) -> None:
+        super().__init__(message)
+        self.error = ResolveError(code=code, message=message, token=token, position=position)
+
+
+@dataclass(frozen=True)
+class Wanted:
+    codes: set[str] = field(default_factory=set)
+    profiles: set[str] = field(default_factory=set)
+
+
+def prompt_version(parsed: ParsedPrompt, member: MemberView | None) -> str:
+    return parsed.version or (member.default_version if member else DEFAULT_VERSION)
+
+
+def applies(parsed: ParsedPrompt, member: MemberView | None) -> bool:
+    return parsed.personalize or bool(member and member.personalization)
+
+
+def lookups(parsed: ParsedPrompt, member: MemberView | None) -> Wanted:
+    """The codes and foreign profile IDs :func:`resolve` may need for this prompt."""
+    own = member.profiles if member else {}
+    wanted = Wanted()
+    for value in parsed.p_values:
+        if value.value in own:
+            wanted.codes.add(own[value.value].latest_code or "")
+        else:
+            (wanted.codes if value.looks_like_code else wanted.profiles).add(value.value)
+    if member is not None and not parsed.p_values:
+        wanted.codes.update(p.latest_code or "" for p in member.profiles.values())
+    wanted.codes.discard("")
+    return wanted
+
+
+def resolve(
+    parsed: ParsedPrompt,
+    member_id: str,
+    member: MemberView | None,
+    codes: Mapping[str, CodeView],
+    foreign_profiles: Mapping[str, str],
+    deleted_profiles: frozenset[str] = frozenset(),
+    needed: Mapping[str, int] | None = None,
+) -> ResolveResponse:
+    """Resolve ``parsed`` for ``member_id``. ``codes`` holds the codes found, by code;
+    ``foreign_profiles`` maps profile IDs that exist to their owners; ``deleted_profiles``
+    names profiles (of any member) known to be deleted, for warnings."""
+    version = prompt_version(parsed, member)
+    base = {"version": version, "family": family_of(version), "stylize": parsed.stylize}
+    if not applies(parsed, member):
+        prompt = render_prompt(parsed, None)
+        return ResolveResponse(ok=True, prompt=prompt, strength=0.0, **base)
+    try:
+        entries, warnings = _entries(
+            parsed, member_id, member, version, codes, foreign_profiles, needed or {}
+        )
+    except Refusal as refusal:
+        return ResolveResponse(ok=False, error=refusal.error, **base)
+    warnings += [
+        f"code {e.code} comes from a deleted profile; it keeps working"
+        for e in entries
+        if e.profile_id in deleted_profiles or _deleted_code(codes.get(e.code), deleted_profiles)
+    ]
+    tokens = [e.code if e.weight == 1.0 else f"{e.code}::{e.weight:g}" for e in entries]
+    return ResolveResponse(
+        ok=True,
+        prompt=render_prompt(parsed, tokens),
+        strength=strength(parsed.stylize),
+        entries=entries,
+        vector=_combine(entries, member_id, member, codes).tolist(),
+        warnings=warnings,
+        **base,
+    )
+
+
+def _deleted_code(view: CodeView | None, deleted: frozenset[str]) -> bool:
+    return view is not None and view.profile_id in deleted
+
+
+def _entries(
+    parsed: ParsedPrompt,
+    member_id: str,
+    member: MemberView | None,
+    version: str,
+    codes: Mapping[str, CodeView],
+    foreign: Mapping[str, str],
+    needed: Mapping[str, int],
+) -> tuple[list[ResolvedEntry], list[str]]:
+    family = family_of(version)
+    if family is None:
+        token, position = _version_token(parsed)
+        raise Refusal(
+            "VERSION_MISMATCH",
+            f"personalization works with V6 (6, 6.1) and V7 (7, 8, 8.1); version {version} has "
+            "none: use --v 6, 6.1, 7, 8 or 8.1",
+            token,
+            position,
+        )
+    if not parsed.p_values:
+        return _defaults(parsed, member, version, family, needed.get(family)), []
+    entries = []
+    for value in parsed.p_values:
+        entries.append(_entry(value, member_id, member, version, codes, foreign))
+    return entries, []
+
+
+def _defaults(
+    parsed: ParsedPrompt,
+    member: MemberView | None,
+    version: str,
+    family: str,
+    needed: int | None,
+) -> list[ResolvedEntry]:
+    token, position = _p_token(parsed)
+    selected = [
+        member.profiles[p]
+        for p in (member.defaults if member else [])
+        if p in member.profiles and not member.profiles[p].deleted  # type: ignore[union-attr]
+    ]
+    usable = [p for p in selected if usable_with(p.family, p.version, version)]  # type: ignore[arg-type]
+    if not usable:
+        found = member.global_profile(family) if member else None
+        if found is None:
+            how_many = f"{needed} images" if needed else "images"
+            raise Refusal(
+                "PROFILE_LOCKED",
+                f"pick {how_many} to unlock your Global {family.upper()} Profile (0/{needed})",
+                token,
+                position,
+            )
+        usable = [found]
+    return [_from_profile(p, 1.0, version, "default", token, position) for p in usable]
+
+
+def _entry(
+    value: PValue,
+    member_id: str,
+    member: MemberView | None,
+    version: str,
+    codes: Mapping[str, CodeView],
+    foreign: Mapping[str, str],
+) -> ResolvedEntry:
+    own = member.profiles.get(value.value) if member else None
+    if own is not None:
+        if own.deleted:
+            raise Refusal(
+                "PROFILE_DELETED",
+                f"profile {value.value!r} is deleted; its codes keep working: use one of them",
+                value.token,
+                value.position,
+            )
+        return _from_profile(own, value.weight, version, "profile", value.token, value.position)
+    view = codes.get(value.value)
+    if view is not None:
+        if not usable_with(view.family, view.version, version):  # type: ignore[arg-type]
+            raise _mismatch(f"code {view.code}", view.family, view.version, version, value)
+        mine = view.member_id == member_id
+        return ResolvedEntry(
+            code=view.code,
+            weight=value.weight,
+            family=view.family,
+            version=view.version,
+            source="code",
+            profile_id=view.profile_id if mine else None,
+            profile_name=view.profile_name if mine else None,
+        )
+    if value.value in foreign:
+        raise Refusal(
+            "NOT_OWNER",
+            f"profile {value.value!r} belongs to another member; ask them for one of its codes",
+            value.token,
+            value.position,
+        )
+    kind = "code" if value.looks_like_code else "profile ID"
+    raise Refusal(
+        "UNKNOWN_CODE",
+        f"no {kind} {value.value!r} exists; use a code (7 letters/digits) or one of your profile IDs",
+        value.token,
+        value.position,
+    )
+
+
+def _from_profile(
+    profile: ProfileSummary, weight: float, version: str, source: str, token: str, position: int
+) -> ResolvedEntry:
+    if not usable_with(profile.family, profile.version, version):  # type: ignore[arg-type]
+        raise Refusal(
+            "VERSION_MISMATCH",
+            f"profile {profile.name!r} is a {profile.family.upper()} profile made for version "
+            f"{profile.version}; it cannot condition a --v {version} prompt",
+            token,
+            position,
+        )
+    if profile.latest_code is None:
+        raise Refusal(
+            "PROFILE_LOCKED",
+            f"pick {max(1, profile.remaining)} more images to unlock your "
+            f"{profile.family.upper()} profile {profile.name!r} ({profile.picks}/{profile.needed})",
+            token,
+            position,
+        )
+    return ResolvedEntry(
+        code=profile.latest_code,
+        weight=weight,
+        family=profile.family,
+        version=profile.version,
+        source=source,
+        profile_id=profile.profile_id,
+        profile_name=profile.name,
+    )
+
+
+def _mismatch(what: str, family: str, made_for: str, version: str, value: PValue) -> Refusal:
+    return Refusal(
+        "VERSION_MISMATCH",
+        f"{what} is a {family.upper()} code made for version {made_for}; "
+        f"it cannot condition a --v {version} prompt",
+        value.token,
+        value.position,
+    )
+
+
+def _combine(
+    entries: list[ResolvedEntry],
+    member_id: str,
+    member: MemberView | None,
+    codes: Mapping[str, CodeView],
+) -> np.ndarray:
+    total: np.ndarray | None = None
+    for entry in entries:
+        vector = decode_vector(codes[entry.code].vector) * entry.weight
+        total = vector if total is None else total + vector
+    assert total is not None
+    norm = float(np.linalg.norm(total))
+    return total / norm if norm > 0 else total
+
+
+def _p_token(parsed: ParsedPrompt) -> tuple[str, int]:
+    for param in parsed.params:
+        if param.name == "p":
+            return param.raw_name, param.position
+    return "", -1
+
+
+def _version_token(parsed: ParsedPrompt) -> tuple[str, int]:
+    for param in parsed.params:
+        if param.name == "v":
+            return f"{param.raw_name} {param.value}", param.position
+    return "", -1
