@@ -16,7 +16,8 @@ import redis.asyncio as aioredis
 from faststream.redis import RedisBroker
 
 from shared.domain.resolution import ResolveRequest, ResolveResponse
-from shared.keys import RESOLVE_RPC, partition_for
+from shared.domain.listing import Listing, ListRequest
+from shared.keys import PROFILES_RPC, RESOLVE_RPC, partition_for
 
 
 def inbound(
@@ -73,3 +74,8 @@ class Client:
         request = ResolveRequest(member_id=member_id, prompt=prompt)
         reply = await self.broker.request(request, list=RESOLVE_RPC, timeout=timeout)
         return ResolveResponse.model_validate_json(reply.body)
+
+    async def profiles(self, member_id: str, include_deleted: bool = False, timeout: float = 5.0) -> Listing:
+        request = ListRequest(member_id=member_id, include_deleted=include_deleted)
+        reply = await self.broker.request(request, list=PROFILES_RPC, timeout=timeout)
+        return Listing.model_validate_json(reply.body)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 PREFIX = "pz"
 RESOLVE_RPC = f"{PREFIX}:rpc:resolve"
+PROFILES_RPC = f"{PREFIX}:rpc:profiles"
 ACTIVE_GENERATION = f"{PREFIX}:rm:active"
 CONFIG = f"{PREFIX}:config"
 

@@ -15,7 +15,8 @@ from faststream.specification import AsyncAPI
 from shared.adapters.lifecycle import Tasks, heartbeat
 from shared.adapters.store import connect
 from shared.domain.resolution import ResolveResponse
-from shared.keys import RESOLVE_RPC
+from shared.domain.listing import Listing
+from shared.keys import PROFILES_RPC, RESOLVE_RPC
 from shared.settings import Settings
 
 from .resolver import Resolver
@@ -36,6 +37,14 @@ def build(settings: Settings) -> FastStream:
     )
     async def on_resolve(body: Any) -> ResolveResponse:
         return await resolver.handle(body)
+
+    @broker.subscriber(
+        list=ListSub(PROFILES_RPC),
+        title=PROFILES_RPC,
+        description="List a member's profiles and codes: send a ListRequest, get a Listing.",
+    )
+    async def on_list(body: Any) -> Listing | ResolveResponse:
+        return await resolver.list_profiles(body)
 
     app = FastStream(
         broker,

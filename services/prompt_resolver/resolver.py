@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from shared.adapters.generation import active_generation
+from shared.domain.listing import Listing, ListRequest, listing
 from shared.domain.resolution import (
     ResolveError,
     ResolveRequest,
@@ -35,9 +36,7 @@ class Resolver:
         try:
             request = ResolveRequest.model_validate(body)
         except ValidationError as error:
-            first = error.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"]) or "request"
-            return _failure("INVALID_REQUEST", f"{where}: {first['msg']}", where)
+            return _invalid(error)
         return await self.resolve(request)
 
     async def resolve(self, request: ResolveRequest) -> ResolveResponse:
@@ -57,6 +56,16 @@ class Resolver:
             pid for pid, profile in (member.profiles.items() if member else ()) if profile.deleted
         )
         return resolve(parsed, request.member_id, member, codes, owners, deleted, self.needed)
+
+    async def list_profiles(self, body: Any) -> Listing | ResolveResponse:
+        try:
+            request = ListRequest.model_validate(body)
+        except ValidationError as error:
+            return _invalid(error)
+        generation = await self.generation()
+        member = await self._member(request.member_id, generation)
+        codes, _ = await self._fetch(set(member.codes) if member else set(), set(), generation)
+        return listing(request.member_id, member, codes, request.include_deleted)
 
     async def generation(self) -> int:
         value, fetched = self._generation
@@ -99,3 +108,9 @@ class Resolver:
 def _failure(code: str, message: str, token: str = "", position: int = -1) -> ResolveResponse:
     error = ResolveError(code=code, message=message, token=token, position=position)
     return ResolveResponse(ok=False, error=error)
+
+
+def _invalid(error: ValidationError) -> ResolveResponse:
+    first = error.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in first["loc"]) or "request"
+    return _failure("INVALID_REQUEST", f"{where}: {first['msg']}", where)

@@ -1,0 +1,172 @@
+"""``make demo``: a realistic scenario, driven only through the public contract.
+
+A synthetic catalog is registered by a few artists; simulated members (each with a hidden
+taste) pick 3 of every grid of 9 until their Global V7 Profiles unlock; codes are minted;
+prompts are resolved, and every rewritten prompt is printed. Uses the system that
+``make run`` started (``data/run.json``) or ``REDIS_URL``; otherwise starts its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from shared.client import Client, inbound
+from shared.settings import Settings
+from shared.taste.simulation import WorldConfig, make_world
+
+from .supervisor import RUN_FILE, Stack
+
+MEMBERS = ["alice", "bob", "carol", "dave"]
+ARTISTS = ["artist-ana", "artist-ben", "artist-cy"]
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+async def scenario(client: Client, settings: Settings, seed: int, images: int) -> None:
+    rng = np.random.default_rng(seed)
+    world = make_world(WorldConfig(dim=settings.embed_dim, n_images=images), seed=seed)
+    tastes = dict(zip(MEMBERS, world.sample_tastes(rng, len(MEMBERS)), strict=True))
+    run = f"demo{int(time.time())}"
+
+    say(f"1. Registering a catalog of {images} images ({settings.embed_dim}-d embeddings)")
+    image_ids = [f"{run}-img{i}" for i in range(images)]
+    versions = ["7" if i % 5 else "6.1" for i in range(images)]
+    await client.publish_many(
+        inbound(
+            "ImageRegistered",
+            ARTISTS[i % len(ARTISTS)],
+            {"image_id": image_ids[i], "model_version": versions[i],
+             "embedding": world.embeddings[i].tolist()},
+            key=f"{run}-reg{i}",
+        )
+        for i in range(images)
+    )  # fmt: skip
+    await asyncio.sleep(1.0)
+
+    needed = settings.unlock_v7
+    say(f"2. Members pick 3 of every grid of 9 until their Global V7 Profile unlocks ({needed} picks)")
+    pool = [int(i) for i in world.serve_pool if versions[int(i)] == "7"]
+    for member in MEMBERS:
+        picks = needed if member != "dave" else needed // 3
+        messages = []
+        grid = 0
+        while picks > 0:
+            shown = [int(i) for i in rng.choice(pool, 9, replace=False)]
+            grid_id = f"{run}-{member}-g{grid}"
+            ids = [image_ids[i] for i in shown]
+            messages.append(inbound("GridServed", member, {"grid_id": grid_id, "image_ids": ids}))
+            order = world.choose(rng, tastes[member], world.embeddings[shown], min(3, picks))
+            for index in order:
+                messages.append(
+                    inbound("ImagePicked", member, {"grid_id": grid_id, "image_id": ids[index]})
+                )
+            picks -= len(order)
+            grid += 1
+        await client.publish_many(messages)
+        say(f"   {member:6s} {grid:3d} grids served, {sum(m['type'] == 'ImagePicked' for m in messages):3d} picks sent")
+
+    say("3. Waiting for profiles to be projected and codes to be minted")
+    await wait_for_codes(client, [m for m in MEMBERS if m != "dave"])
+    say()
+    say(f"   {'member':8s} {'profile':18s} {'progress':>9s} {'codes':>5s} {'latest':>8s} {'cos(hidden taste)':>18s}")
+    for member in MEMBERS:
+        listing = await client.profiles(member)
+        for profile in listing.profiles:
+            cosine = ""
+            if profile.latest_code:
+                code = next(c for c in listing.codes if c.code == profile.latest_code)
+                resolved = await client.resolve(member, f"x --p {code.code}")
+                vector = np.asarray(resolved.vector)
+                hidden = tastes[member] / np.linalg.norm(tastes[member])
+                cosine = f"{float(vector @ hidden):.2f}"
+            say(f"   {member:8s} {profile.name:18s} {profile.picks:4d}/{profile.needed:<4d} "
+                f"{len(listing.codes):5d} {profile.latest_code or '-':>8s} {cosine:>18s}")  # fmt: skip
+
+    say()
+    say("4. Resolving prompts (prompt -> rewritten prompt, or the error)")
+    alice_code = (await client.profiles("alice")).codes[0].code
+    bob_code = (await client.profiles("bob")).codes[0].code
+    prompts = [
+        ("alice", "a lighthouse at dusk --p --s 250 --v 7"),
+        ("bob", "a red fox in the snow --ar 16:9 --p"),
+        ("bob", f"a quiet harbour —p {alice_code} {bob_code}::0.5 --stylize 600"),
+        ("carol", "portrait of an old sailor --p --s 0"),
+        ("carol", "a castle --v 8.1 --p"),
+        ("dave", "a lighthouse at dusk --p"),
+        ("alice", "a lighthouse --p --v 5.2"),
+        ("alice", "a lighthouse --p --s 1200"),
+        ("alice", "a lighthouse --p zzzzzzz"),
+        ("alice", "a lighthouse without personalization --ar 2:3"),
+    ]
+    for member, prompt in prompts:
+        reply = await client.resolve(member, prompt)
+        say(f"   [{member}] {prompt}")
+        if reply.ok:
+            codes = ", ".join(f"{e.code} (weight {e.weight:g})" for e in reply.entries) or "none"
+            say(f"      -> {reply.prompt}")
+            say(f"         codes {codes}; strength {reply.strength:.3f}; family {reply.family}")
+            for warning in reply.warnings:
+                say(f"         warning: {warning}")
+        else:
+            assert reply.error is not None
+            say(f"      -> error {reply.error.code}: {reply.error.message} "
+                f"(token {reply.error.token!r} at {reply.error.position})")  # fmt: skip
+
+
+async def wait_for_codes(client: Client, members: list[str], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    pending = set(members)
+    while pending:
+        for member in sorted(pending):
+            listing = await client.profiles(member)
+            if listing.codes and all(p.unlocked and p.latest_code for p in listing.profiles):
+                pending.discard(member)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no code for {sorted(pending)} after {timeout}s")
+        await asyncio.sleep(0.3)
+
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    settings = Settings.from_env()
+    url = os.environ.get("REDIS_URL")
+    stack = None
+    if not url and RUN_FILE.exists():
+        found = json.loads(RUN_FILE.read_text())
+        url, partitions = found["redis_url"], found["partitions"]
+        settings = settings.model_copy(update={"partitions": partitions})
+        say(f"using the system `make run` started on {url}")
+    if not url:
+        say("no running system found: starting one for this demo (`make run` keeps one up)")
+        stack = Stack(Path(tempfile.mkdtemp(prefix="pz-demo-")), quiet=True)
+        stack.start()
+        url = stack.url
+    try:
+        async with Client(url, settings.partitions) as client:
+            await scenario(client, settings, args.seed, args.images)
+    finally:
+        if stack is not None:
+            stack.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--images", type=int, default=600)
+    asyncio.run(main_async(parser.parse_args()))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

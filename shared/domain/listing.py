@@ -1,0 +1,105 @@
+"""A member's profiles and codes, as the Personalize page and ``/list_personalize_codes`` show them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from .views import CodeView, MemberView
+
+
+class ListRequest(BaseModel):
+    """RPC request to ``pz:rpc:profiles``."""
+
+    schema_version: int = 1
+    member_id: str = Field(min_length=1, max_length=64)
+    include_deleted: bool = Field(default=False, description="also list deleted profiles")
+
+
+class ProfileListing(BaseModel):
+    profile_id: str
+    name: str
+    family: str
+    version: str
+    is_global: bool
+    deleted: bool
+    picks: int
+    needed: int
+    unlocked: bool
+    progress: float = Field(description="picks / needed, capped at 1.0, for a progress bar")
+    evidence: int
+    latest_code: str | None
+
+
+class CodeListing(BaseModel):
+    code: str
+    profile_id: str
+    profile_name_then: str
+    profile_name_now: str | None
+    family: str
+    version: str
+    minted_at: datetime
+    evidence: int
+    picks: int
+    profile_deleted: bool
+
+
+class Listing(BaseModel):
+    """RPC reply: profiles (deleted ones only on request) and every code, newest first."""
+
+    schema_version: int = 1
+    member_id: str
+    default_version: str
+    personalization: bool
+    defaults: list[str]
+    profiles: list[ProfileListing]
+    codes: list[CodeListing]
+
+
+def listing(
+    member_id: str, member: MemberView | None, codes: Mapping[str, CodeView], include_deleted: bool
+) -> Listing:
+    if member is None:
+        member = MemberView(member_id=member_id)
+    profiles = [
+        ProfileListing(
+            **p.model_dump(include={"profile_id", "name", "family", "version", "is_global"}),
+            deleted=p.deleted,
+            picks=p.picks,
+            needed=p.needed,
+            unlocked=p.unlocked,
+            progress=min(1.0, p.picks / p.needed),
+            evidence=p.evidence,
+            latest_code=p.latest_code,
+        )
+        for p in sorted(member.profiles.values(), key=lambda p: (not p.is_global, p.created_at))
+        if include_deleted or not p.deleted
+    ]
+    listed = []
+    for code in member.codes:
+        view = codes[code]
+        now = member.profiles.get(view.profile_id)
+        listed.append(
+            CodeListing(
+                code=code,
+                profile_id=view.profile_id,
+                profile_name_then=view.profile_name,
+                profile_name_now=now.name if now else None,
+                family=view.family,
+                version=view.version,
+                minted_at=view.minted_at,
+                evidence=view.evidence,
+                picks=view.picks,
+                profile_deleted=bool(now and now.deleted),
+            )
+        )
+    return Listing(
+        member_id=member_id,
+        default_version=member.default_version,
+        personalization=member.personalization,
+        defaults=member.defaults,
+        profiles=profiles,
+        codes=listed,
+    )
