@@ -55,7 +55,9 @@ async def scenario(client: Client, settings: Settings, seed: int, images: int) -
     await asyncio.sleep(1.0)
 
     needed = settings.unlock_v7
-    say(f"2. Members pick 3 of every grid of 9 until their Global V7 Profile unlocks ({needed} picks)")
+    say(
+        f"2. Members pick 3 of every grid of 9 until their Global V7 Profile unlocks ({needed} picks)"
+    )
     pool = [int(i) for i in world.serve_pool if versions[int(i)] == "7"]
     for member in MEMBERS:
         picks = needed if member != "dave" else needed // 3
@@ -74,12 +76,16 @@ async def scenario(client: Client, settings: Settings, seed: int, images: int) -
             picks -= len(order)
             grid += 1
         await client.publish_many(messages)
-        say(f"   {member:6s} {grid:3d} grids served, {sum(m['type'] == 'ImagePicked' for m in messages):3d} picks sent")
+        say(
+            f"   {member:6s} {grid:3d} grids served, {sum(m['type'] == 'ImagePicked' for m in messages):3d} picks sent"
+        )
 
     say("3. Waiting for profiles to be projected and codes to be minted")
     await wait_for_codes(client, [m for m in MEMBERS if m != "dave"])
     say()
-    say(f"   {'member':8s} {'profile':18s} {'progress':>9s} {'codes':>5s} {'latest':>8s} {'cos(hidden taste)':>18s}")
+    say(
+        f"   {'member':8s} {'profile':18s} {'progress':>9s} {'codes':>5s} {'latest':>8s} {'cos(hidden taste)':>18s}"
+    )
     for member in MEMBERS:
         listing = await client.profiles(member)
         for profile in listing.profiles:
@@ -135,7 +141,6 @@ async def wait_for_codes(client: Client, members: list[str], timeout: float = 12
         if time.monotonic() > deadline:
             raise TimeoutError(f"no code for {sorted(pending)} after {timeout}s")
         await asyncio.sleep(0.3)
-
 
 
 async def main_async(args: argparse.Namespace) -> None:

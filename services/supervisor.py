@@ -84,7 +84,9 @@ class Stack:
                     pending.discard((service, replica))
                     self.say(f"  ready: {service} (replica {replica})")
                 elif self.processes[(service, replica)].poll() is not None:
-                    raise RuntimeError(f"{service} exited; see {self.data_dir}/logs/{service}-{replica}.log")
+                    raise RuntimeError(
+                        f"{service} exited; see {self.data_dir}/logs/{service}-{replica}.log"
+                    )
             if time.monotonic() > deadline:
                 raise TimeoutError(f"not alive after {timeout}s: {sorted(pending)}")
             time.sleep(0.1)
@@ -95,7 +97,9 @@ class Stack:
         while True:
             for (service, replica), process in list(self.processes.items()):
                 if process.poll() is not None:
-                    self.say(f"{service} (replica {replica}) exited with {process.returncode}; restarting")
+                    self.say(
+                        f"{service} (replica {replica}) exited with {process.returncode}; restarting"
+                    )
                     self.spawn(service, replica)
             time.sleep(0.5)
 

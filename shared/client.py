@@ -15,8 +15,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from faststream.redis import RedisBroker
 
-from shared.domain.resolution import ResolveRequest, ResolveResponse
+from shared.adapters.store import text
 from shared.domain.listing import Listing, ListRequest
+from shared.domain.resolution import ResolveRequest, ResolveResponse
 from shared.keys import PROFILES_RPC, RESOLVE_RPC, partition_for
 
 
@@ -43,7 +44,7 @@ class Client:
     def __init__(self, redis_url: str, partitions: int) -> None:
         self.redis = aioredis.Redis.from_url(redis_url)
         self.partitions = partitions
-        self.broker = RedisBroker(redis_url, logger=None)
+        self.broker = RedisBroker(redis_url, logger=None)  # type: ignore[arg-type]
 
     async def __aenter__(self) -> Client:
         await self.broker.connect()
@@ -58,8 +59,10 @@ class Client:
 
     async def publish(self, message: dict[str, Any]) -> str:
         """XADD one inbound message (a dict as built by :func:`inbound`) to its inbox."""
-        entry = await self.redis.xadd(self.inbox(message["member_id"]), {"data": json.dumps(message)})
-        return entry.decode()
+        entry = await self.redis.xadd(
+            self.inbox(message["member_id"]), {"data": json.dumps(message)}
+        )
+        return text(entry)
 
     async def publish_many(self, messages: Iterable[dict[str, Any]]) -> int:
         count = 0
@@ -75,7 +78,9 @@ class Client:
         reply = await self.broker.request(request, list=RESOLVE_RPC, timeout=timeout)
         return ResolveResponse.model_validate_json(reply.body)
 
-    async def profiles(self, member_id: str, include_deleted: bool = False, timeout: float = 5.0) -> Listing:
+    async def profiles(
+        self, member_id: str, include_deleted: bool = False, timeout: float = 5.0
+    ) -> Listing:
         request = ListRequest(member_id=member_id, include_deleted=include_deleted)
         reply = await self.broker.request(request, list=PROFILES_RPC, timeout=timeout)
         return Listing.model_validate_json(reply.body)

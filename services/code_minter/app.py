@@ -42,7 +42,9 @@ def build(settings: Settings) -> FastStream:
             batch_size=settings.batch_size,
             max_attempts=settings.max_deliveries,
         )
-        follower = PartitionFollower(client, config, all_partitions(settings.partitions), minter.apply)
+        follower = PartitionFollower(
+            client, config, all_partitions(settings.partitions), minter.apply
+        )
         tasks.start(follower.run(), "follow-changes")
         tasks.start(heartbeat(client, SERVICE, settings.replica), "heartbeat")
 

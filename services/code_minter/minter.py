@@ -55,7 +55,10 @@ class Minter:
         keys = [partition.minter_position, partition.log, partition.changes]
         args: list[Any] = [position, entries[-1][0], len(mints)]
         for mint in mints:
-            keys += [partition.minter_profile(mint.change["profile_id"]), partition.minter_code(mint.code)]
+            keys += [
+                partition.minter_profile(mint.change["profile_id"]),
+                partition.minter_code(mint.code),
+            ]
             args += [mint.claim(), mint.memory(), mint.event]
         reply = await self.script(keys=keys, args=args)
         status = text(reply[0])
@@ -63,11 +66,15 @@ class Minter:
             raise RuntimeError(f"code {text(reply[1])} was taken meanwhile; retrying")
         return status == "ok"
 
-    async def _due(self, partition: Partition, changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def _due(
+        self, partition: Partition, changes: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         unlocked = [c for c in changes if c["unlocked"]]
-        memories = await self.client.mget(
-            [partition.minter_profile(c["profile_id"]) for c in unlocked]
-        ) if unlocked else []
+        memories = (
+            await self.client.mget([partition.minter_profile(c["profile_id"]) for c in unlocked])
+            if unlocked
+            else []
+        )
         due = []
         for change, raw in zip(unlocked, memories, strict=True):
             last = json.loads(raw) if raw else None

@@ -35,7 +35,9 @@ def build(settings: Settings) -> FastStream:
     @app.after_startup
     async def start() -> None:
         generation = await active_generation(client)
-        projector = Projector(client, settings, TastePrior.uninformed(settings.embed_dim), generation)
+        projector = Projector(
+            client, settings, TastePrior.uninformed(settings.embed_dim), generation
+        )
 
         def stream(partition: Partition) -> str:
             return partition.log

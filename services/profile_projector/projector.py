@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from shared.adapters.follower import Entry
 from shared.adapters.store import APPLY_AT_POSITION
 from shared.domain import events as ev
-from shared.domain.projection import Projection, ProfileChange, images_needed, touched_profiles
+from shared.domain.projection import ProfileChange, Projection, images_needed, touched_profiles
 from shared.domain.views import MemberView, ProfileModel
 from shared.keys import Partition, image_key
 from shared.settings import Settings
@@ -119,7 +119,9 @@ class Projector:
             writes[keys.profile(profile_id)] = model.to_bytes()
         for code, view in sorted(projection.codes.items()):
             writes[keys.code(code)] = view.to_bytes()
-        changes = [change_bytes(c) for c in projection.changes.values()] if self.emit_changes else []
+        changes = (
+            [change_bytes(c) for c in projection.changes.values()] if self.emit_changes else []
+        )
         stream = partition.changes if self.emit_changes else keys.position
         result = await self.script(
             keys=[keys.position, stream, *writes],

@@ -14,8 +14,8 @@ from faststream.specification import AsyncAPI
 
 from shared.adapters.lifecycle import Tasks, heartbeat
 from shared.adapters.store import connect
-from shared.domain.resolution import ResolveResponse
 from shared.domain.listing import Listing
+from shared.domain.resolution import ResolveResponse
 from shared.keys import PROFILES_RPC, RESOLVE_RPC
 from shared.settings import Settings
 

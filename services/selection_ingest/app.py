@@ -19,7 +19,7 @@ from shared.domain.events import utcnow
 from shared.keys import Partition, all_partitions
 from shared.settings import Settings
 
-from .ingest import Ingest, InboxEntry
+from .ingest import InboxEntry, Ingest
 
 GROUP = "ingest"
 
@@ -75,7 +75,9 @@ def build(settings: Settings) -> FastStream:
     return app
 
 
-def _subscribe(broker: RedisBroker, settings: Settings, partition: Partition, ingest: Ingest) -> None:
+def _subscribe(
+    broker: RedisBroker, settings: Settings, partition: Partition, ingest: Ingest
+) -> None:
     @broker.subscriber(
         stream=StreamSub(
             partition.inbox,
@@ -106,7 +108,9 @@ def _subscribe(broker: RedisBroker, settings: Settings, partition: Partition, in
         title=f"{partition.inbox}:reclaim",
         description="Takes over entries a crashed replica left unacknowledged.",
     )
-    async def on_stale(body: list[list[str]], message: RedisStreamMessage = Context("message")) -> None:
+    async def on_stale(
+        body: list[list[str]], message: RedisStreamMessage = Context("message")
+    ) -> None:
         entry = InboxEntry(text(message.raw_message["message_ids"][0]), _unwrap(body))
         deliveries = await message.get_delivery_count()
         if deliveries <= settings.max_deliveries:

@@ -38,10 +38,14 @@ class InboxEntry:
         for name in (b"data", b"__data__"):
             if name in self.fields:
                 return self.fields[name]
-        return json.dumps({k.decode("latin-1"): v.decode("latin-1") for k, v in self.fields.items()}).encode()
+        return json.dumps(
+            {k.decode("latin-1"): v.decode("latin-1") for k, v in self.fields.items()}
+        ).encode()
 
 
-def decode(entry: InboxEntry, partition: Partition, partitions: int) -> tuple[ev.Inbound, ev.Payload]:
+def decode(
+    entry: InboxEntry, partition: Partition, partitions: int
+) -> tuple[ev.Inbound, ev.Payload]:
     """Parse and validate one inbox entry, or raise :class:`Rejected` saying why."""
     if b"data" not in entry.fields and b"__data__" not in entry.fields:
         names = sorted(k.decode("latin-1") for k in entry.fields)
@@ -206,14 +210,14 @@ class Ingest:
             for image in images:
                 pipe.hmget(image_key(image), "creator", "version")
             replies = await pipe.execute()
-        states = {
-            member: _state(reply) for member, reply in zip(members, replies, strict=False)
-        }
+        states = {member: _state(reply) for member, reply in zip(members, replies, strict=False)}
         flags = replies[len(members) : len(members) + len(keys)]
         seen = {key for key, flag in zip(keys, flags, strict=True) if flag}
         catalog = {
             image: ImageInfo(text(creator), text(version))
-            for image, (creator, version) in zip(images, replies[len(members) + len(keys) :], strict=True)
+            for image, (creator, version) in zip(
+                images, replies[len(members) + len(keys) :], strict=True
+            )
             if creator is not None
         }
         return states, seen, catalog
@@ -271,7 +275,7 @@ def _state(reply: list[bytes | None]) -> MemberState:
     return loaded
 
 
-def _catalog_entry(event: ev.ImageRegistered, creator: str) -> dict[str, Any]:
+def _catalog_entry(event: ev.ImageRegistered, creator: str) -> dict[Any, Any]:
     vector = np.asarray(event.embedding, dtype=np.float64)
     unit = (vector / np.linalg.norm(vector)).astype("<f4")
     return {"creator": creator, "version": event.model_version, "emb": unit.tobytes()}

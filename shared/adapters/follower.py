@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -75,7 +76,9 @@ class PartitionFollower:
             position = text(await self.client.get(self.config.position(partition))) or "0-0"
             single = (partition.index, position) in self.failures
             count = 1 if single else self.config.batch_size
-            reply = await self.client.xread({stream: position}, count=count, block=self.config.block_ms)
+            reply: Any = await self.client.xread(
+                {stream: position}, count=count, block=self.config.block_ms
+            )
             if not reply:
                 continue
             entries = [(text(i), fields) for i, fields in reply[0][1]]
@@ -114,4 +117,3 @@ class PartitionFollower:
         keys = [self.config.position(partition), partition.dead_letters]
         await self.dead_letter(keys=keys, args=[position, entry_id, letter.to_bytes()])
         self.failures.pop((partition.index, position), None)
-

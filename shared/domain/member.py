@@ -266,9 +266,7 @@ def _deleted(state, payload, member_id, catalog, rules, new_id):  # type: ignore
         return []
     profile = state.owned(payload.profile_id)
     if profile.is_global:
-        raise Rejected(
-            "GLOBAL_PROFILE", "a Global Profile cannot be deleted", "payload.profile_id"
-        )
+        raise Rejected("GLOBAL_PROFILE", "a Global Profile cannot be deleted", "payload.profile_id")
     return [payload]
 
 
@@ -336,7 +334,10 @@ def _evolve_grid(state, p, rules):  # type: ignore[no-untyped-def]
 
 def _evolve_picked(state, p, rules):  # type: ignore[no-untyped-def]
     grid = state.grids[p.grid_id]
-    grids = {**state.grids, p.grid_id: grid.model_copy(update={"picked": [*grid.picked, p.image_id]})}
+    grids = {
+        **state.grids,
+        p.grid_id: grid.model_copy(update={"picked": [*grid.picked, p.image_id]}),
+    }
     return {"grids": grids, **_bump(state, p.profile_id)}
 
 

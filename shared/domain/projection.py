@@ -95,9 +95,7 @@ class Projection:
             self._learners[profile_id] = learner
         return self._learners[profile_id]
 
-    def _learned(
-        self, member: MemberView, profile_id: str, position: str, picks: int = 0
-    ) -> None:
+    def _learned(self, member: MemberView, profile_id: str, position: str, picks: int = 0) -> None:
         summary = member.profiles[profile_id]
         learner = self._learners[profile_id]
         summary = summary.model_copy(
@@ -154,7 +152,7 @@ def _unliked(proj: Projection, member: MemberView, p, event, position) -> None: 
     proj._learned(member, p.profile_id, position)
 
 
-def _summary_update(**fields: object) -> Callable[..., None]:
+def _summary_update(**fields: str) -> Callable[..., None]:
     def apply(proj, member, p, event, position):  # type: ignore[no-untyped-def]
         values = {name: getattr(p, source) for name, source in fields.items()}
         member.profiles[p.profile_id] = member.profiles[p.profile_id].model_copy(update=values)

@@ -109,30 +109,31 @@ def resolve(
     ``foreign_profiles`` maps profile IDs that exist to their owners; ``deleted_profiles``
     names profiles (of any member) known to be deleted, for warnings."""
     version = prompt_version(parsed, member)
-    base = {"version": version, "family": family_of(version), "stylize": parsed.stylize}
+    base = ResolveResponse(
+        ok=True, version=version, family=family_of(version), stylize=parsed.stylize
+    )
     if not applies(parsed, member):
-        prompt = render_prompt(parsed, None)
-        return ResolveResponse(ok=True, prompt=prompt, strength=0.0, **base)
+        return base.model_copy(update={"prompt": render_prompt(parsed, None), "strength": 0.0})
     try:
         entries, warnings = _entries(
             parsed, member_id, member, version, codes, foreign_profiles, needed or {}
         )
     except Refusal as refusal:
-        return ResolveResponse(ok=False, error=refusal.error, **base)
+        return base.model_copy(update={"ok": False, "error": refusal.error})
     warnings += [
         f"code {e.code} comes from a deleted profile; it keeps working"
         for e in entries
         if e.profile_id in deleted_profiles or _deleted_code(codes.get(e.code), deleted_profiles)
     ]
     tokens = [e.code if e.weight == 1.0 else f"{e.code}::{e.weight:g}" for e in entries]
-    return ResolveResponse(
-        ok=True,
-        prompt=render_prompt(parsed, tokens),
-        strength=strength(parsed.stylize),
-        entries=entries,
-        vector=_combine(entries, member_id, member, codes).tolist(),
-        warnings=warnings,
-        **base,
+    return base.model_copy(
+        update={
+            "prompt": render_prompt(parsed, tokens),
+            "strength": strength(parsed.stylize),
+            "entries": entries,
+            "vector": _combine(entries, codes).tolist(),
+            "warnings": warnings,
+        }
     )
 
 
@@ -175,10 +176,11 @@ def _defaults(
     needed: int | None,
 ) -> list[ResolvedEntry]:
     token, position = _p_token(parsed)
+    profiles = member.profiles if member else {}
     selected = [
-        member.profiles[p]
+        profiles[p]
         for p in (member.defaults if member else [])
-        if p in member.profiles and not member.profiles[p].deleted  # type: ignore[union-attr]
+        if p in profiles and not profiles[p].deleted
     ]
     usable = [p for p in selected if usable_with(p.family, p.version, version)]  # type: ignore[arg-type]
     if not usable:
@@ -283,12 +285,7 @@ def _mismatch(what: str, family: str, made_for: str, version: str, value: PValue
     )
 
 
-def _combine(
-    entries: list[ResolvedEntry],
-    member_id: str,
-    member: MemberView | None,
-    codes: Mapping[str, CodeView],
-) -> np.ndarray:
+def _combine(entries: list[ResolvedEntry], codes: Mapping[str, CodeView]) -> np.ndarray:
     total: np.ndarray | None = None
     for entry in entries:
         vector = decode_vector(codes[entry.code].vector) * entry.weight

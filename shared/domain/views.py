@@ -7,6 +7,7 @@ no spaces) so that a replay is comparable byte for byte with the live models.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Self
 
 from pydantic import BaseModel, ConfigDict
 
@@ -20,7 +21,7 @@ class View(BaseModel):
         return canonical_json(self.model_dump(mode="json"))
 
     @classmethod
-    def from_bytes(cls, data: bytes):  # type: ignore[no-untyped-def]
+    def from_bytes(cls, data: bytes | str) -> Self:
         return cls.model_validate_json(data)
 
 

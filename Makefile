@@ -1,0 +1,52 @@
+# The two commands: `make run` (the system, with an embedded server) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
+
+.PHONY: install run demo test test-fast lint format bench bench-learning faults docs clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version.split()[0]'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==25.3
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+run: install  ## the four services and an embedded Valkey server; Ctrl-C stops all
+	$(PY) -m services.supervisor
+
+demo: install  ## a realistic scenario through the public contract
+	$(PY) -m services.demo
+
+test: install  ## the whole suite against a real server
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest tests/unit
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install  ## throughput and resolver latency beside raw baselines
+	$(PY) -m bench.pipeline
+
+bench-learning: install  ## learning curves of the taste learners against an oracle
+	$(PY) -m bench.learning
+
+faults: install  ## kill -9 services and the server under load; compare live and replayed models
+	$(PY) -m bench.faults
+
+docs: install  ## AsyncAPI documents of the four services into docs/asyncapi
+	$(PY) -m services.docs
+
+clean:
+	rm -rf $(VENV) data out .pytest_cache .mypy_cache .ruff_cache
