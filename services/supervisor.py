@@ -63,6 +63,8 @@ class Stack:
         return {**os.environ, "REDIS_URL": self.url, "PZ_REPLICA": name, "PYTHONUNBUFFERED": "1"}
 
     def spawn(self, service: str, replica: int) -> None:
+        with redis.Redis.from_url(self.url) as client:
+            client.delete(alive_key(service, f"{service}-{replica}"))
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = open(logs / f"{service}-{replica}.log", "ab")  # noqa: SIM115
