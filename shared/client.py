@@ -78,6 +78,18 @@ class Client:
         reply = await self.broker.request(request, list=RESOLVE_RPC, timeout=timeout)
         return ResolveResponse.model_validate_json(reply.body)
 
+    async def resolve_plain(
+        self, member_id: str, prompt: str, timeout: float = 5.0
+    ) -> ResolveResponse:
+        """The same call as :meth:`resolve` over the plain-JSON protocol (RPUSH, then BLPOP)."""
+        reply_to = f"pz:reply:{uuid.uuid4().hex}"
+        request = ResolveRequest(member_id=member_id, prompt=prompt, reply_to=reply_to)
+        await self.redis.rpush(RESOLVE_RPC, request.model_dump_json())
+        reply: Any = await self.redis.blpop([reply_to], timeout=timeout)
+        if reply is None:
+            raise TimeoutError(f"no reply on {reply_to} within {timeout}s")
+        return ResolveResponse.model_validate_json(reply[1])
+
     async def profiles(
         self, member_id: str, include_deleted: bool = False, timeout: float = 5.0
     ) -> Listing:

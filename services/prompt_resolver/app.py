@@ -1,15 +1,18 @@
-"""prompt-resolver: RPC over ``pz:rpc:resolve``. Run: ``faststream run services.prompt_resolver.app:app``.
+"""prompt-resolver: RPC on the lists ``pz:rpc:resolve`` and ``pz:rpc:profiles``.
 
-Call it with ``await broker.request(ResolveRequest(...), list="pz:rpc:resolve")``; the reply
-is a :class:`ResolveResponse` (see README, "Resolving prompts").
+Run: ``faststream run services.prompt_resolver.app:app``. Two ways to call it (README,
+"Resolving prompts"): FastStream's ``broker.request(ResolveRequest(...), list=...)``, or from
+any language, ``RPUSH pz:rpc:resolve '{"member_id": ..., "prompt": ..., "reply_to": KEY}'``
+then ``BLPOP KEY``: the reply is pushed to the list the request names.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from faststream import FastStream
+from faststream import Context, FastStream
 from faststream.redis import ListSub, RedisBroker
+from faststream.redis.message import RedisMessage
 from faststream.specification import AsyncAPI
 
 from shared.adapters.lifecycle import Tasks, heartbeat
@@ -22,6 +25,8 @@ from shared.settings import Settings
 from .resolver import Resolver
 
 SERVICE = "prompt-resolver"
+REPLY_TTL_S = 60
+Reply = TypeVar("Reply", ResolveResponse, Listing | ResolveResponse)
 
 
 def build(settings: Settings) -> FastStream:
@@ -35,16 +40,28 @@ def build(settings: Settings) -> FastStream:
         title=RESOLVE_RPC,
         description="Resolve a prompt: send a ResolveRequest, get a ResolveResponse back.",
     )
-    async def on_resolve(body: Any) -> ResolveResponse:
-        return await resolver.handle(body)
+    async def on_resolve(body: Any, message: RedisMessage = Context("message")) -> ResolveResponse:
+        return await answer(body, message, await resolver.handle(body))
 
     @broker.subscriber(
         list=ListSub(PROFILES_RPC),
         title=PROFILES_RPC,
         description="List a member's profiles and codes: send a ListRequest, get a Listing.",
     )
-    async def on_list(body: Any) -> Listing | ResolveResponse:
-        return await resolver.list_profiles(body)
+    async def on_list(
+        body: Any, message: RedisMessage = Context("message")
+    ) -> Listing | ResolveResponse:
+        return await answer(body, message, await resolver.list_profiles(body))
+
+    async def answer(body: Any, message: RedisMessage, reply: Reply) -> Reply:
+        """Also push the reply to the list a plain-JSON request names in ``reply_to``."""
+        reply_to = body.get("reply_to") if isinstance(body, dict) else None
+        if isinstance(reply_to, str) and reply_to and not message.reply_to:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.rpush(reply_to, reply.model_dump_json())
+                pipe.expire(reply_to, REPLY_TTL_S)
+                await pipe.execute()
+        return reply
 
     app = FastStream(
         broker,

@@ -16,6 +16,11 @@ class ListRequest(BaseModel):
     schema_version: int = 1
     member_id: str = Field(min_length=1, max_length=64)
     include_deleted: bool = Field(default=False, description="also list deleted profiles")
+    reply_to: str | None = Field(
+        default=None,
+        max_length=200,
+        description="plain-JSON callers: the list to push the reply to",
+    )
 
 
 class ProfileListing(BaseModel):

@@ -26,6 +26,11 @@ class ResolveRequest(BaseModel):
     schema_version: int = 1
     member_id: str = Field(min_length=1, max_length=64)
     prompt: str
+    reply_to: str | None = Field(
+        default=None,
+        max_length=200,
+        description="plain-JSON callers: the list to push the reply to",
+    )
 
 
 class ResolvedEntry(BaseModel):

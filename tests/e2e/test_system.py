@@ -54,6 +54,8 @@ async def test_picks_become_codes_and_prompts_resolve_end_to_end(stack: Stack) -
         assert reply.ok and reply.prompt == f"a lighthouse at dusk --p {code} --s 250 --ar 16:9"
         assert reply.vector is not None and abs(np.linalg.norm(reply.vector) - 1) < 1e-9
         assert reply.strength is not None and reply.strength > 1.0
+        plain = await client.resolve_plain("alice", "a lighthouse at dusk --p --s 250 --ar 16:9")
+        assert plain == reply, "the plain-JSON protocol answers exactly like FastStream's RPC"
         shared = await client.resolve("bob", f"a harbour --p {code}")
         assert shared.ok and shared.entries[0].profile_id is None, "codes are shareable handles"
         still_locked = await client.resolve("bob", "a harbour --p")
