@@ -82,7 +82,7 @@ class MemberState(BaseModel):
     defaults: list[str] = []
     personalization: bool = False
 
-    def owned(self, profile_id: str, field: str = "profile_id") -> ProfileState:
+    def owned(self, profile_id: str, field: str = "payload.profile_id") -> ProfileState:
         profile = self.profiles.get(profile_id)
         if profile is None:
             raise Rejected("NOT_OWNER", f"profile {profile_id!r} is not one of yours", field)

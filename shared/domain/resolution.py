@@ -130,7 +130,7 @@ def resolve(
         for e in entries
         if e.profile_id in deleted_profiles or _deleted_code(codes.get(e.code), deleted_profiles)
     ]
-    tokens = [e.code if e.weight == 1.0 else f"{e.code}::{e.weight:g}" for e in entries]
+    tokens = [e.code if e.weight == 1.0 else f"{e.code}::{_decimal(e.weight)}" for e in entries]
     return base.model_copy(
         update={
             "prompt": render_prompt(parsed, tokens),
@@ -140,6 +140,11 @@ def resolve(
             "warnings": warnings,
         }
     )
+
+
+def _decimal(weight: float) -> str:
+    """The weight as a plain decimal that parses back to the same float (never 1e-05)."""
+    return np.format_float_positional(weight, trim="-")
 
 
 def _deleted_code(view: CodeView | None, deleted: frozenset[str]) -> bool:
@@ -191,10 +196,10 @@ def _defaults(
     if not usable:
         found = member.global_profile(family) if member else None
         if found is None:
-            how_many = f"{needed} images" if needed else "images"
+            how_many = f"{needed} images (0/{needed})" if needed else "images"
             raise Refusal(
                 "PROFILE_LOCKED",
-                f"pick {how_many} to unlock your Global {family.upper()} Profile (0/{needed})",
+                f"pick {how_many} to unlock your Global {family.upper()} Profile",
                 token,
                 position,
             )
