@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -15,9 +17,11 @@ from shared.domain.projection import ProfileChange, Projection, images_needed, t
 from shared.domain.views import MemberView, ProfileModel
 from shared.keys import Partition, image_key
 from shared.settings import Settings
+from shared.taste.learner import TasteLearner
 from shared.taste.prior import TastePrior
 
 EMBEDDING_CACHE = 200_000
+WARM_LIMIT = 50_000
 
 
 class EmbeddingCache:
@@ -45,6 +49,23 @@ class EmbeddingCache:
         return {image_id: self.vectors[image_id] for image_id in wanted}
 
 
+@dataclass
+class Warm:
+    """What one partition's read models hold after this process's last commit there.
+
+    Valid only while the stored position is the one that commit wrote: then no one else
+    has written the partition since, and the batch need not read those models again.
+    """
+
+    position: str
+    members: dict[str, MemberView] = field(default_factory=dict)
+    profiles: dict[str, ProfileModel] = field(default_factory=dict)
+    learners: dict[str, TasteLearner] = field(default_factory=dict)
+
+    def small(self) -> bool:
+        return len(self.members) + len(self.profiles) < WARM_LIMIT
+
+
 def change_bytes(change: ProfileChange) -> bytes:
     fields = {**change.__dict__, "vector": ev.encode_vector(change.vector)}
     return json.dumps(fields, sort_keys=True).encode()
@@ -69,40 +90,50 @@ class Projector:
         self.embeddings = EmbeddingCache(client)
         self.script = client.register_script(APPLY_AT_POSITION)
         self.thresholds = {"v6": settings.unlock_v6, "v7": settings.unlock_v7}
+        self.warm: dict[int, Warm] = {}
 
     def position_key(self, partition: Partition) -> str:
         return partition.read_model(self.generation).position
 
     async def apply(self, partition: Partition, position: str, entries: list[Entry]) -> bool:
+        warm = self.warm.pop(partition.index, None)
+        if warm is None or warm.position != position or not warm.small():
+            warm = Warm(position)
         logged = [(entry_id, ev.LoggedEvent.from_bytes(f[b"event"])) for entry_id, f in entries]
-        projection = await self._load(partition, [event for _, event in logged])
+        projection = await self._load(partition, [event for _, event in logged], warm)
         for entry_id, event in logged:
             projection.fold(entry_id, event)
         projection.flush_learners()
-        return await self._commit(partition, position, entries[-1][0], projection)
+        last = entries[-1][0]
+        committed = await self._commit(partition, position, last, projection)
+        if committed:
+            self.warm[partition.index] = Warm(
+                last, projection.members, projection.profiles, projection.learners
+            )
+        return committed
 
-    async def _load(self, partition: Partition, events: list[ev.LoggedEvent]) -> Projection:
+    async def _load(
+        self, partition: Partition, events: list[ev.LoggedEvent], warm: Warm
+    ) -> Projection:
         keys = partition.read_model(self.generation)
-        members = sorted({e.member_id for e in events})
-        profiles = sorted({p for e in events for p in touched_profiles(e)})
+        members = sorted({e.member_id for e in events} - warm.members.keys())
+        profiles = sorted({p for e in events for p in touched_profiles(e)} - warm.profiles.keys())
         images = {i for e in events for i in images_needed(e)}
-        async with self.client.pipeline(transaction=False) as pipe:
-            for member in members:
-                pipe.get(keys.member(member))
-            for profile in profiles:
-                pipe.get(keys.profile(profile))
-            replies = await pipe.execute()
+        replies: list[Any] = []
+        if members or profiles:
+            replies = await self.client.mget(
+                [keys.member(m) for m in members] + [keys.profile(p) for p in profiles]
+            )
+        for member, raw in zip(members, replies, strict=False):
+            if raw is not None:
+                warm.members[member] = MemberView.from_bytes(raw)
+        for profile, raw in zip(profiles, replies[len(members) :], strict=True):
+            if raw is not None:
+                warm.profiles[profile] = ProfileModel.from_bytes(raw)
         return Projection(
-            members={
-                m: MemberView.from_bytes(raw)
-                for m, raw in zip(members, replies, strict=False)
-                if raw is not None
-            },
-            profiles={
-                p: ProfileModel.from_bytes(raw)
-                for p, raw in zip(profiles, replies[len(members) :], strict=True)
-                if raw is not None
-            },
+            members=warm.members,
+            profiles=warm.profiles,
+            learners=warm.learners,
             prior=self.prior,
             thresholds=self.thresholds,
             embeddings=await self.embeddings.get_many(images),
@@ -115,8 +146,8 @@ class Projector:
         writes: dict[str, bytes] = {}
         for member_id in sorted(projection.dirty_members):
             writes[keys.member(member_id)] = projection.members[member_id].to_bytes()
-        for profile_id, model in sorted(projection.profiles.items()):
-            writes[keys.profile(profile_id)] = model.to_bytes()
+        for profile_id in sorted(projection.touched):
+            writes[keys.profile(profile_id)] = projection.profiles[profile_id].to_bytes()
         for code, view in sorted(projection.codes.items()):
             writes[keys.code(code)] = view.to_bytes()
         changes = (

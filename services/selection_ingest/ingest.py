@@ -25,6 +25,7 @@ from shared.keys import Partition, image_key, partition_of
 from shared.settings import Settings
 
 MAX_MESSAGE_BYTES = 256 * 1024
+CATALOG_CACHE = 500_000
 MAX_ATTEMPTS = 20
 
 
@@ -115,6 +116,7 @@ class Ingest:
             grids_kept=settings.grids_kept,
         )
         self.script = client.register_script(APPEND_BATCH)
+        self.known_images: dict[str, ImageInfo] = {}
 
     def new_profile_id(self) -> str:
         while True:
@@ -201,25 +203,33 @@ class Ingest:
     ) -> tuple[dict[str, MemberState], set[str], dict[str, ImageInfo]]:
         members = sorted({message.member_id for _, message, _ in decoded})
         keys = sorted({message.idempotency_key for _, message, _ in decoded})
-        images = sorted({i for _, _, payload in decoded for i in _images_of(payload)})
+        if not decoded:
+            return {}, set(), {}
+        wanted = {i for _, _, payload in decoded for i in _images_of(payload)}
+        images = sorted(wanted - self.known_images.keys())
+        member_keys = [self.partition.member_state(m) for m in members]
+        idem_keys = [self.partition.idempotency(k) for k in keys]
         async with self.client.pipeline(transaction=False) as pipe:
-            for member in members:
-                pipe.hmget(self.partition.member_state(member), "v", "s")
-            for key in keys:
-                pipe.exists(self.partition.idempotency(key))
+            pipe.mget(member_keys)
+            if idem_keys:
+                pipe.mget(idem_keys)
             for image in images:
                 pipe.hmget(image_key(image), "creator", "version")
             replies = await pipe.execute()
-        states = {member: _state(reply) for member, reply in zip(members, replies, strict=False)}
-        flags = replies[len(members) : len(members) + len(keys)]
-        seen = {key for key, flag in zip(keys, flags, strict=True) if flag}
-        catalog = {
+        states = {member: _state(raw) for member, raw in zip(members, replies[0], strict=True)}
+        flags = replies[1] if idem_keys else []
+        seen = {key for key, flag in zip(keys, flags, strict=True) if flag is not None}
+        found = {
             image: ImageInfo(text(creator), text(version))
             for image, (creator, version) in zip(
-                images, replies[len(members) + len(keys) :], strict=True
+                images, replies[1 + bool(idem_keys) :], strict=True
             )
             if creator is not None
         }
+        if len(self.known_images) + len(found) > CATALOG_CACHE:
+            self.known_images.clear()
+        self.known_images.update(found)
+        catalog = {i: self.known_images[i] for i in wanted if i in self.known_images}
         return states, seen, catalog
 
     async def _commit(self, plan: Plan) -> bool:
@@ -266,12 +276,13 @@ def _images_of(payload: ev.Payload) -> list[str]:
     return []
 
 
-def _state(reply: list[bytes | None]) -> MemberState:
-    version, state = reply
-    if state is None:
+def _state(stored: bytes | None) -> MemberState:
+    """A member state as stored by the append script: ``b"<version> <json>"``."""
+    if stored is None:
         return MemberState()
+    version, state = stored.split(b" ", 1)
     loaded = MemberState.model_validate_json(state)
-    assert loaded.version == int(text(version))
+    assert loaded.version == int(version), f"state version {loaded.version} != {version!r}"
     return loaded
 
 

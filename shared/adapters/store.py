@@ -15,6 +15,7 @@ from redis.exceptions import ResponseError
 
 APPEND_BATCH = """
 -- KEYS: log, dead letters, stats, member states (m of them), idempotency keys (k of them)
+-- A member state is stored as '<version> <json>'.
 -- ARGV: ttl, m, k, n events, d dead letters, s stat pairs, then m expected versions,
 --       m new versions, m states, k idempotency values, n events, d dead letters,
 --       s (field, increment) pairs
@@ -22,7 +23,8 @@ local ttl, m, k, n, d, s = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]),
   tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local a = 6
 for i = 1, m do
-  local current = redis.call('HGET', KEYS[3 + i], 'v') or '0'
+  local stored = redis.call('GET', KEYS[3 + i])
+  local current = stored and string.match(stored, '^(%d+)') or '0'
   if current ~= ARGV[a + i] then return {'conflict', KEYS[3 + i]} end
 end
 for i = 1, k do
@@ -33,7 +35,7 @@ local e = a + 3 * m + k
 for i = 1, n do ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'event', ARGV[e + i]) end
 for i = 1, d do redis.call('XADD', KEYS[2], '*', 'dead', ARGV[e + n + i]) end
 for i = 1, m do
-  redis.call('HSET', KEYS[3 + i], 'v', ARGV[a + m + i], 's', ARGV[a + 2 * m + i])
+  redis.call('SET', KEYS[3 + i], ARGV[a + m + i] .. ' ' .. ARGV[a + 2 * m + i])
 end
 for i = 1, k do redis.call('SET', KEYS[3 + m + i], ARGV[a + 3 * m + i], 'EX', ttl) end
 for i = 1, s do

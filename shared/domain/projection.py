@@ -66,7 +66,8 @@ class Projection:
     codes: dict[str, CodeView] = field(default_factory=dict)
     changes: dict[str, ProfileChange] = field(default_factory=dict)
     dirty_members: set[str] = field(default_factory=set)
-    _learners: dict[str, TasteLearner] = field(default_factory=dict)
+    learners: dict[str, TasteLearner] = field(default_factory=dict)
+    touched: set[str] = field(default_factory=set)
 
     def fold(self, position: str, event: ev.LoggedEvent) -> None:
         payload = event.typed_payload()
@@ -79,25 +80,28 @@ class Projection:
         self.dirty_members.add(event.member_id)
 
     def flush_learners(self) -> None:
-        for profile_id, learner in self._learners.items():
+        """Write the state of every learner this batch changed into its profile model."""
+        for profile_id in sorted(self.touched):
+            learner = self.learners[profile_id]
             state = base64.b64encode(learner.state()).decode()
             model = self.profiles[profile_id]
             self.profiles[profile_id] = model.model_copy(update={"state": state})
 
     def learner(self, member_id: str, profile_id: str) -> TasteLearner:
-        if profile_id not in self._learners:
+        self.touched.add(profile_id)
+        if profile_id not in self.learners:
             model = self.profiles.get(profile_id)
             if model is None or not model.state:
                 self.profiles[profile_id] = ProfileModel(profile_id=profile_id, member_id=member_id)
                 learner = TasteLearner(self.prior)
             else:
                 learner = TasteLearner.from_state(self.prior, base64.b64decode(model.state))
-            self._learners[profile_id] = learner
-        return self._learners[profile_id]
+            self.learners[profile_id] = learner
+        return self.learners[profile_id]
 
     def _learned(self, member: MemberView, profile_id: str, position: str, picks: int = 0) -> None:
         summary = member.profiles[profile_id]
-        learner = self._learners[profile_id]
+        learner = self.learners[profile_id]
         summary = summary.model_copy(
             update={"picks": summary.picks + picks, "evidence": learner.evidence}
         )
