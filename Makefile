@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
 
-.PHONY: install run demo test test-fast lint format bench bench-learning faults docs clean
+.PHONY: install run demo test test-fast lint format bench bench-learning faults docs replay export clean
 
 install: $(STAMP)
 
@@ -44,6 +44,12 @@ bench-learning: install  ## learning curves of the taste learners against an ora
 
 faults: install  ## kill -9 services and the server under load; compare live and replayed models
 	$(PY) -m bench.faults
+
+replay: install  ## rebuild every read model from the log into a fresh generation, verify, switch
+	$(PY) -m services.replay rebuild --verify --switch
+
+export: install  ## the whole event log to data/log.jsonl (restore with: python -m services.replay import FILE)
+	$(PY) -m services.replay export data/log.jsonl
 
 docs: install  ## AsyncAPI documents of the four services into docs/asyncapi
 	$(PY) -m services.docs

@@ -35,9 +35,8 @@ def build(settings: Settings) -> FastStream:
     @app.after_startup
     async def start() -> None:
         generation = await active_generation(client)
-        projector = Projector(
-            client, settings, TastePrior.uninformed(settings.embed_dim), generation
-        )
+        prior = TastePrior.uninformed(settings.embed_dim)
+        projector = Projector(client, settings, prior, generation, follow_active=True)
 
         def stream(partition: Partition) -> str:
             return partition.log

@@ -11,11 +11,11 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from shared.adapters.follower import Entry
-from shared.adapters.store import APPLY_AT_POSITION
+from shared.adapters.store import APPLY_AT_POSITION, text
 from shared.domain import events as ev
 from shared.domain.projection import ProfileChange, Projection, images_needed, touched_profiles
 from shared.domain.views import MemberView, ProfileModel
-from shared.keys import Partition, image_key
+from shared.keys import ACTIVE_GENERATION, Partition, image_key
 from shared.settings import Settings
 from shared.taste.learner import TasteLearner
 from shared.taste.prior import TastePrior
@@ -81,12 +81,14 @@ class Projector:
         prior: TastePrior,
         generation: int,
         emit_changes: bool = True,
+        follow_active: bool = False,
     ) -> None:
         self.client = client
         self.settings = settings
         self.prior = prior
         self.generation = generation
         self.emit_changes = emit_changes
+        self.follow_active = follow_active
         self.embeddings = EmbeddingCache(client)
         self.script = client.register_script(APPLY_AT_POSITION)
         self.thresholds = {"v6": settings.unlock_v6, "v7": settings.unlock_v7}
@@ -96,6 +98,8 @@ class Projector:
         return partition.read_model(self.generation).position
 
     async def apply(self, partition: Partition, position: str, entries: list[Entry]) -> bool:
+        if self.follow_active and await self._generation_moved():
+            return False
         warm = self.warm.pop(partition.index, None)
         if warm is None or warm.position != position or not warm.small():
             warm = Warm(position)
@@ -111,6 +115,15 @@ class Projector:
                 last, projection.members, projection.profiles, projection.learners
             )
         return committed
+
+    async def _generation_moved(self) -> bool:
+        """After a replay switched generations, continue in the new one from its position."""
+        active = int(text(await self.client.get(ACTIVE_GENERATION)) or self.generation)
+        if active == self.generation:
+            return False
+        self.generation = active
+        self.warm.clear()
+        return True
 
     async def _load(
         self, partition: Partition, events: list[ev.LoggedEvent], warm: Warm

@@ -12,11 +12,11 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import redis.asyncio as aioredis
 from faststream.redis.parser import BinaryMessageFormatV1
 from pydantic import ValidationError
 
+from shared.adapters.catalog import catalog_entry
 from shared.adapters.store import APPEND_BATCH, text
 from shared.deadletter import DeadLetter
 from shared.domain import events as ev
@@ -262,7 +262,7 @@ class Ingest:
             return
         async with self.client.pipeline(transaction=False) as pipe:
             for image_id, (creator, event) in images.items():
-                pipe.hset(image_key(image_id), mapping=_catalog_entry(event, creator))
+                pipe.hset(image_key(image_id), mapping=catalog_entry(event, creator))
             await pipe.execute()
 
 
@@ -284,9 +284,3 @@ def _state(stored: bytes | None) -> MemberState:
     loaded = MemberState.model_validate_json(state)
     assert loaded.version == int(version), f"state version {loaded.version} != {version!r}"
     return loaded
-
-
-def _catalog_entry(event: ev.ImageRegistered, creator: str) -> dict[Any, Any]:
-    vector = np.asarray(event.embedding, dtype=np.float64)
-    unit = (vector / np.linalg.norm(vector)).astype("<f4")
-    return {"creator": creator, "version": event.model_version, "emb": unit.tobytes()}

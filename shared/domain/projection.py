@@ -83,9 +83,12 @@ class Projection:
         """Write the state of every learner this batch changed into its profile model."""
         for profile_id in sorted(self.touched):
             learner = self.learners[profile_id]
+            position = self.changes[profile_id].position
             state = base64.b64encode(learner.state()).decode()
             model = self.profiles[profile_id]
-            self.profiles[profile_id] = model.model_copy(update={"state": state})
+            self.profiles[profile_id] = model.model_copy(
+                update={"state": state, "position": position}
+            )
 
     def learner(self, member_id: str, profile_id: str) -> TasteLearner:
         self.touched.add(profile_id)

@@ -79,6 +79,7 @@ class ProfileModel(View):
     profile_id: str
     member_id: str
     state: str = ""
+    position: str = "0-0"
 
 
 class CodeView(View):
