@@ -228,9 +228,8 @@ async def import_log(
             pipe.xadd(partition.log, {"event": event.to_bytes()}, id=entry_id)
             payload = event.typed_payload()
             if isinstance(payload, ev.ImageRegistered):
-                pipe.hset(
-                    image_key(payload.image_id), mapping=catalog_entry(payload, event.member_id)
-                )
+                entry = catalog_entry(payload, event.member_id, event.event_id.split("#", 1)[0])
+                pipe.hset(image_key(payload.image_id), mapping=entry)
             if event.type not in NOT_FROM_INGEST:
                 key = (index, event.member_id)
                 states[key] = evolve(states.get(key, MemberState()), payload, rules)

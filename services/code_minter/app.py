@@ -40,6 +40,7 @@ def build(settings: Settings) -> FastStream:
             stream=stream,
             position=minter.position_key,
             batch_size=settings.batch_size,
+            lease_ms=settings.claim_idle_ms,
             max_attempts=settings.max_deliveries,
         )
         follower = PartitionFollower(

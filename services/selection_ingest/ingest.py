@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis.asyncio as aioredis
 from faststream.redis.parser import BinaryMessageFormatV1
 from pydantic import ValidationError
 
-from shared.adapters.catalog import catalog_entry
+from shared.adapters.catalog import REGISTER_ONCE, catalog_entry, register_args
 from shared.adapters.store import APPEND_BATCH, text
 from shared.deadletter import DeadLetter
 from shared.domain import events as ev
@@ -24,6 +23,7 @@ from shared.domain.member import ImageInfo, MemberState, Rejected, Rules, decide
 from shared.keys import Partition, image_key, partition_of
 from shared.settings import Settings
 
+GROUP = "ingest"
 MAX_MESSAGE_BYTES = 256 * 1024
 CATALOG_CACHE = 500_000
 MAX_ATTEMPTS = 20
@@ -96,7 +96,7 @@ class Plan:
     idempotency: dict[str, str] = field(default_factory=dict)
     events: list[bytes] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
-    images: dict[str, tuple[str, ev.ImageRegistered]] = field(default_factory=dict)
+    images: dict[str, tuple[str, ev.ImageRegistered, str]] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=dict)
 
     def count(self, name: str, amount: int = 1) -> None:
@@ -116,6 +116,7 @@ class Ingest:
             grids_kept=settings.grids_kept,
         )
         self.script = client.register_script(APPEND_BATCH)
+        self.register_once = client.register_script(REGISTER_ONCE)
         self.known_images: dict[str, ImageInfo] = {}
 
     def new_profile_id(self) -> str:
@@ -138,8 +139,8 @@ class Ingest:
             plan = await self._plan(decoded, deliveries)
             plan.dead[:0] = rejected
             plan.count("rejected", len(rejected))
-            if await self._commit(plan):
-                await self._register_images(plan.images)
+            await self._register_images(plan.images)
+            if await self._commit(plan, [entry.entry_id for entry in entries]):
                 return plan.stats
         raise RuntimeError(f"{self.partition.inbox}: gave up after {MAX_ATTEMPTS} conflicts")
 
@@ -167,14 +168,15 @@ class Ingest:
             if key in seen:
                 plan.count("duplicates")
                 if isinstance(payload, ev.ImageRegistered):
-                    plan.images[payload.image_id] = (message.member_id, payload)
+                    plan.images[payload.image_id] = (message.member_id, payload, key)
                 continue
             seen.add(key)
             state = states[message.member_id]
             try:
                 new_events = decide(
-                    state, payload, message.member_id, catalog, self.rules, self.new_profile_id
-                )
+                    state, payload, message.member_id, _unless_own(catalog, payload, key),
+                    self.rules, self.new_profile_id,
+                )  # fmt: skip
             except Rejected as why:
                 plan.dead.append(self._dead(entry, why, deliveries))
                 plan.count("rejected")
@@ -189,8 +191,8 @@ class Ingest:
                 plan.events.append(logged.to_bytes())
                 state = evolve(state, event, self.rules)
                 if isinstance(event, ev.ImageRegistered):
-                    plan.images[event.image_id] = (message.member_id, event)
-                    catalog[event.image_id] = ImageInfo(message.member_id, event.model_version)
+                    plan.images[event.image_id] = (message.member_id, event, key)
+                    catalog[event.image_id] = ImageInfo(message.member_id, event.model_version, key)
             states[message.member_id] = state
             plan.states[message.member_id] = state
             plan.idempotency[self.partition.idempotency(key)] = str(len(new_events))
@@ -214,14 +216,14 @@ class Ingest:
             if idem_keys:
                 pipe.mget(idem_keys)
             for image in images:
-                pipe.hmget(image_key(image), "creator", "version")
+                pipe.hmget(image_key(image), "creator", "version", "key")
             replies = await pipe.execute()
         states = {member: _state(raw) for member, raw in zip(members, replies[0], strict=True)}
         flags = replies[1] if idem_keys else []
         seen = {key for key, flag in zip(keys, flags, strict=True) if flag is not None}
         found = {
-            image: ImageInfo(text(creator), text(version))
-            for image, (creator, version) in zip(
+            image: ImageInfo(text(creator), text(version), text(key))
+            for image, (creator, version, key) in zip(
                 images, replies[1 + bool(idem_keys) :], strict=True
             )
             if creator is not None
@@ -232,38 +234,62 @@ class Ingest:
         catalog = {i: self.known_images[i] for i in wanted if i in self.known_images}
         return states, seen, catalog
 
-    async def _commit(self, plan: Plan) -> bool:
-        members = list(plan.states)
-        idem = list(plan.idempotency)
-        keys = [
-            self.partition.log,
-            self.partition.dead_letters,
-            self.partition.stats,
-            *(self.partition.member_state(m) for m in members),
-            *idem,
+    async def _commit(self, plan: Plan, ack: list[str]) -> bool:
+        part = self.partition
+        members = [
+            [
+                part.member_state(m),
+                str(plan.expected[m]),
+                str(state.version),
+                state.model_dump_json(),
+            ]
+            for m, state in plan.states.items()
         ]
-        stat_args: list[Any] = [x for pair in sorted(plan.stats.items()) for x in pair]
-        args: list[Any] = [
-            self.settings.idempotency_ttl_s,
-            len(members), len(idem), len(plan.events), len(plan.dead), len(plan.stats),
-            *(str(plan.expected[m]) for m in members),
-            *(str(plan.states[m].version) for m in members),
-            *(plan.states[m].model_dump_json() for m in members),
-            *(plan.idempotency[k] for k in idem),
-            *plan.events,
-            *(d.to_bytes() for d in plan.dead),
-            *stat_args,
-        ]  # fmt: skip
-        reply = await self.script(keys=keys, args=args)
+        body = {
+            "ttl": self.settings.idempotency_ttl_s,
+            "members": members,
+            "idempotency": [[key, value] for key, value in plan.idempotency.items()],
+            "events": [event.decode() for event in plan.events],
+            "dead": [letter.to_bytes().decode() for letter in plan.dead],
+            "stats": [[name, count] for name, count in sorted(plan.stats.items())],
+            "log": part.log,
+            "dead_letters": part.dead_letters,
+            "stats_key": part.stats,
+            "inbox": part.inbox,
+            "group": GROUP,
+            "ack": ack,
+        }
+        keys = [part.log, part.dead_letters, part.stats, part.inbox]
+        keys += [m[0] for m in members] + list(plan.idempotency)
+        reply = await self.script(keys=keys, args=[json.dumps(body)])
         return text(reply[0]) == "ok"
 
-    async def _register_images(self, images: dict[str, tuple[str, ev.ImageRegistered]]) -> None:
+    async def _register_images(
+        self, images: dict[str, tuple[str, ev.ImageRegistered, str]]
+    ) -> None:
+        """Write new images to the catalog before their events are appended: a crash in
+        between leaves an image whose retried registration is recognised by its key."""
         if not images:
             return
         async with self.client.pipeline(transaction=False) as pipe:
-            for image_id, (creator, event) in images.items():
-                pipe.hset(image_key(image_id), mapping=catalog_entry(event, creator))
+            for image_id, (creator, event, key) in images.items():
+                entry = catalog_entry(event, creator, key)
+                await self.register_once(
+                    keys=[image_key(image_id)], args=register_args(entry), client=pipe
+                )
             await pipe.execute()
+
+
+def _unless_own(
+    catalog: dict[str, ImageInfo], payload: ev.Payload, key: str
+) -> dict[str, ImageInfo]:
+    """The catalog as a registration sees it: without the image its own earlier, interrupted
+    attempt (same idempotency key) already wrote."""
+    if isinstance(payload, ev.ImageRegistered):
+        known = catalog.get(payload.image_id)
+        if known is not None and known.registered_by == key:
+            return {k: v for k, v in catalog.items() if k != payload.image_id}
+    return catalog
 
 
 def _images_of(payload: ev.Payload) -> list[str]:

@@ -8,9 +8,20 @@ import numpy as np
 
 from shared.domain.events import ImageRegistered
 
+REGISTER_ONCE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
 
-def catalog_entry(event: ImageRegistered, creator: str) -> dict[Any, Any]:
-    """The stored form of an image: its embedding as a unit float32 vector."""
+
+def catalog_entry(event: ImageRegistered, creator: str, key: str) -> dict[Any, Any]:
+    """The stored form of an image: its embedding as a unit float32 vector, and the
+    idempotency key that registered it (so a retry of that very message is recognised)."""
     vector = np.asarray(event.embedding, dtype=np.float64)
     unit = (vector / np.linalg.norm(vector)).astype("<f4")
-    return {"creator": creator, "version": event.model_version, "emb": unit.tobytes()}
+    return {"creator": creator, "version": event.model_version, "key": key, "emb": unit.tobytes()}
+
+
+def register_args(entry: dict[Any, Any]) -> list[Any]:
+    return [x for pair in entry.items() for x in pair]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,13 @@ from shared.deadletter import DeadLetter
 from shared.domain.events import utcnow
 from shared.keys import Partition
 
-from .store import DEAD_LETTER_AT_POSITION, RENEW_LEASE, text
+from .store import (
+    DEAD_LETTER_AND_ACK,
+    DEAD_LETTER_AT_POSITION,
+    RENEW_LEASE,
+    ensure_group,
+    text,
+)
 
 Entry = tuple[str, dict[bytes, bytes]]
 Apply = Callable[[Partition, str, list[Entry]], Awaitable[bool]]
@@ -41,21 +48,16 @@ class FollowerConfig:
     max_attempts: int = 5
 
 
-class PartitionFollower:
+class LeasedPartitions(ABC):
+    """Serve every partition whose lease this replica holds; try the others now and then."""
+
     def __init__(
-        self,
-        client: aioredis.Redis,
-        config: FollowerConfig,
-        partitions: list[Partition],
-        apply: Apply,
+        self, client: aioredis.Redis, config: FollowerConfig, partitions: list[Partition]
     ) -> None:
         self.client = client
         self.config = config
         self.partitions = partitions
-        self.apply = apply
-        self.renew = client.register_script(RENEW_LEASE)
-        self.dead_letter = client.register_script(DEAD_LETTER_AT_POSITION)
-        self.failures: dict[tuple[int, str], int] = {}
+        self.renew_script = client.register_script(RENEW_LEASE)
 
     async def run(self) -> None:
         await asyncio.gather(*(self._serve(p) for p in self.partitions))
@@ -70,9 +72,33 @@ class PartitionFollower:
                 await self._follow(partition, lease)
             await asyncio.sleep(self.config.lease_ms / 3000)
 
+    async def holding(self, lease: str) -> bool:
+        """Extend the lease if this replica still holds it."""
+        return bool(
+            await self.renew_script(keys=[lease], args=[self.config.replica, self.config.lease_ms])
+        )
+
+    @abstractmethod
+    async def _follow(self, partition: Partition, lease: str) -> None:
+        """Work on the partition while :meth:`holding` its lease."""
+
+
+class PartitionFollower(LeasedPartitions):
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        config: FollowerConfig,
+        partitions: list[Partition],
+        apply: Apply,
+    ) -> None:
+        super().__init__(client, config, partitions)
+        self.apply = apply
+        self.dead_letter = client.register_script(DEAD_LETTER_AT_POSITION)
+        self.failures: dict[tuple[int, str], int] = {}
+
     async def _follow(self, partition: Partition, lease: str) -> None:
         stream = self.config.stream(partition)
-        while await self.renew(keys=[lease], args=[self.config.replica, self.config.lease_ms]):
+        while await self.holding(lease):
             position = text(await self.client.get(self.config.position(partition))) or "0-0"
             single = (partition.index, position) in self.failures
             count = 1 if single else self.config.batch_size
@@ -117,3 +143,105 @@ class PartitionFollower:
         keys = [self.config.position(partition), partition.dead_letters]
         await self.dead_letter(keys=keys, args=[position, entry_id, letter.to_bytes()])
         self.failures.pop((partition.index, position), None)
+
+
+Process = Callable[[Partition, list[Entry], int], Awaitable[object]]
+
+
+class GroupFollower(LeasedPartitions):
+    """Consume each leased partition's stream in a consumer group, oldest unfinished first.
+
+    Whoever holds a partition's lease is its only reader, so a member's messages are handled
+    in the order they were published. On taking a lease the replica adopts every entry the
+    group still has pending (a crashed replica's unfinished work) and finishes those before
+    reading new ones. ``process`` must acknowledge what it handled (ideally in the same atomic
+    step as its effects); an entry that keeps failing is dead-lettered and acknowledged.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        config: FollowerConfig,
+        partitions: list[Partition],
+        group: str,
+        process: Process,
+    ) -> None:
+        super().__init__(client, config, partitions)
+        self.group = group
+        self.process = process
+        self.dead_letter = client.register_script(DEAD_LETTER_AND_ACK)
+        self.failures: dict[str, int] = {}
+        self.last_error = "processing kept failing"
+
+    async def _follow(self, partition: Partition, lease: str) -> None:
+        stream = self.config.stream(partition)
+        await ensure_group(self.client, stream, self.group)
+        await self._adopt(stream)
+        while await self.holding(lease):
+            failing = any(key.startswith(stream) for key in self.failures)
+            count = 1 if failing else self.config.batch_size
+            entries = await self._read(stream, "0", count, None)
+            if not entries:
+                entries = await self._read(stream, ">", count, self.config.block_ms)
+            if entries:
+                await self._handle(partition, stream, entries)
+
+    async def _adopt(self, stream: str) -> None:
+        start = "0-0"
+        while True:
+            reply: Any = await self.client.xautoclaim(
+                stream, self.group, self.config.replica, min_idle_time=0, start_id=start,
+                count=self.config.batch_size,
+            )  # fmt: skip
+            start = text(reply[0])
+            if start == "0-0":
+                return
+
+    async def _read(self, stream: str, start: str, count: int, block: int | None) -> list[Entry]:
+        reply: Any = await self.client.xreadgroup(
+            self.group, self.config.replica, {stream: start}, count=count, block=block
+        )
+        if not reply:
+            return []
+        entries = [(text(i), fields or {}) for i, fields in reply[0][1]]
+        gone = [entry_id for entry_id, fields in entries if not fields]
+        if gone:
+            await self.client.xack(stream, self.group, *gone)
+        return [(entry_id, fields) for entry_id, fields in entries if fields]
+
+    async def _handle(self, partition: Partition, stream: str, entries: list[Entry]) -> None:
+        key = f"{stream}/{entries[0][0]}"
+        failures = self.failures.get(key, 0)
+        if len(entries) == 1 and failures >= self.config.max_attempts:
+            await self._give_up(partition, stream, entries[0], failures)
+            return
+        try:
+            await self.process(partition, entries, failures + 1)
+            await self.client.xack(stream, self.group, *(entry_id for entry_id, _ in entries))
+        except Exception as error:
+            self.failures[key] = failures + 1
+            log.warning("%s %s: entries from %s failed (%d): %r",
+                        self.config.role, stream, entries[0][0], failures + 1, error)  # fmt: skip
+            self.last_error = f"{type(error).__name__}: {error}"[:1000]
+            await asyncio.sleep(min(0.05 * 2 ** (failures + 1), 2.0))
+        else:
+            self.failures.pop(key, None)
+
+    async def _give_up(
+        self, partition: Partition, stream: str, entry: Entry, attempts: int
+    ) -> None:
+        entry_id, fields = entry
+        letter = DeadLetter.of(
+            next(iter(fields.values()), b""),
+            service=self.config.role,
+            source=stream,
+            entry_id=entry_id,
+            code="KEEPS_FAILING",
+            reason=self.last_error,
+            deliveries=attempts,
+            at=utcnow(),
+        )
+        await self.dead_letter(
+            keys=[partition.dead_letters, stream], args=[self.group, entry_id, letter.to_bytes()]
+        )
+        self.failures.pop(f"{stream}/{entry_id}", None)

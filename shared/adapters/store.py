@@ -14,33 +14,32 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 APPEND_BATCH = """
--- KEYS: log, dead letters, stats, member states (m of them), idempotency keys (k of them)
--- A member state is stored as '<version> <json>'.
--- ARGV: ttl, m, k, n events, d dead letters, s stat pairs, then m expected versions,
---       m new versions, m states, k idempotency values, n events, d dead letters,
---       s (field, increment) pairs
-local ttl, m, k, n, d, s = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]),
-  tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local a = 6
-for i = 1, m do
-  local stored = redis.call('GET', KEYS[3 + i])
+-- One batch of ingest, all or nothing. KEYS: every key below (one partition, one slot).
+-- ARGV[1]: JSON plan {ttl, members: [[key, expected, version, state]], idempotency:
+--   [[key, value]], events: [json], dead: [json], stats: [[field, n]], log, dead_letters,
+--   stats_key, inbox, group, ack: [entry ids]}. A member state is stored as '<version> <json>'.
+local plan = cjson.decode(ARGV[1])
+for _, member in ipairs(plan.members) do
+  local stored = redis.call('GET', member[1])
   local current = stored and string.match(stored, '^(%d+)') or '0'
-  if current ~= ARGV[a + i] then return {'conflict', KEYS[3 + i]} end
+  if current ~= member[2] then return {'conflict', member[1]} end
 end
-for i = 1, k do
-  if redis.call('EXISTS', KEYS[3 + m + i]) == 1 then return {'duplicate', KEYS[3 + m + i]} end
+for _, pair in ipairs(plan.idempotency) do
+  if redis.call('EXISTS', pair[1]) == 1 then return {'duplicate', pair[1]} end
 end
 local ids = {'ok'}
-local e = a + 3 * m + k
-for i = 1, n do ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'event', ARGV[e + i]) end
-for i = 1, d do redis.call('XADD', KEYS[2], '*', 'dead', ARGV[e + n + i]) end
-for i = 1, m do
-  redis.call('SET', KEYS[3 + i], ARGV[a + m + i] .. ' ' .. ARGV[a + 2 * m + i])
+for _, event in ipairs(plan.events) do
+  ids[#ids + 1] = redis.call('XADD', plan.log, '*', 'event', event)
 end
-for i = 1, k do redis.call('SET', KEYS[3 + m + i], ARGV[a + 3 * m + i], 'EX', ttl) end
-for i = 1, s do
-  redis.call('HINCRBY', KEYS[3], ARGV[e + n + d + 2 * i - 1], ARGV[e + n + d + 2 * i])
+for _, letter in ipairs(plan.dead) do redis.call('XADD', plan.dead_letters, '*', 'dead', letter) end
+for _, member in ipairs(plan.members) do
+  redis.call('SET', member[1], member[3] .. ' ' .. member[4])
 end
+for _, pair in ipairs(plan.idempotency) do
+  redis.call('SET', pair[1], pair[2], 'EX', plan.ttl)
+end
+for _, stat in ipairs(plan.stats) do redis.call('HINCRBY', plan.stats_key, stat[1], stat[2]) end
+if #plan.ack > 0 then redis.call('XACK', plan.inbox, plan.group, unpack(plan.ack)) end
 return ids
 """
 
@@ -76,6 +75,12 @@ end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('XTRIM', KEYS[3], 'MINID', ARGV[2])
 return ids
+"""
+
+DEAD_LETTER_AND_ACK = """
+-- KEYS: dead letters, stream; ARGV: group, entry id, dead letter
+redis.call('XADD', KEYS[1], '*', 'dead', ARGV[3])
+return redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 """
 
 DEAD_LETTER_AT_POSITION = """

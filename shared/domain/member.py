@@ -33,6 +33,7 @@ class Rejected(Exception):
 class ImageInfo:
     creator: str
     model_version: str
+    registered_by: str = ""
 
     @property
     def family(self) -> Family | None:
