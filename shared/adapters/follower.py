@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from shared.deadletter import DeadLetter
 from shared.domain.events import utcnow
@@ -63,13 +64,17 @@ class LeasedPartitions(ABC):
         await asyncio.gather(*(self._serve(p) for p in self.partitions))
 
     async def _serve(self, partition: Partition) -> None:
+        """Hold the lease and follow; survive the server going away (retry until it is back)."""
         lease = partition.lease(self.config.role)
         while True:
-            acquired = await self.client.set(
-                lease, self.config.replica, nx=True, px=self.config.lease_ms
-            )
-            if acquired or text(await self.client.get(lease)) == self.config.replica:
-                await self._follow(partition, lease)
+            try:
+                acquired = await self.client.set(
+                    lease, self.config.replica, nx=True, px=self.config.lease_ms
+                )
+                if acquired or text(await self.client.get(lease)) == self.config.replica:
+                    await self._follow(partition, lease)
+            except (RedisError, OSError) as error:
+                log.warning("%s %s: %r; retrying", self.config.role, partition.tag, error)
             await asyncio.sleep(self.config.lease_ms / 3000)
 
     async def holding(self, lease: str) -> bool:
@@ -114,6 +119,8 @@ class PartitionFollower(LeasedPartitions):
         key = (partition.index, position)
         try:
             await self.apply(partition, position, entries)
+        except (RedisError, OSError):
+            raise  # the server, not the entry: retried without counting against the entry
         except Exception as error:
             failures = self.failures.get(key, 0) + 1
             self.failures[key] = failures
@@ -218,6 +225,8 @@ class GroupFollower(LeasedPartitions):
         try:
             await self.process(partition, entries, failures + 1)
             await self.client.xack(stream, self.group, *(entry_id for entry_id, _ in entries))
+        except (RedisError, OSError):
+            raise  # the server, not the entry: retried without counting against the entry
         except Exception as error:
             self.failures[key] = failures + 1
             log.warning("%s %s: entries from %s failed (%d): %r",
