@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from faststream.redis import RedisBroker
 
 from shared.adapters.store import text
+from shared.domain.events import PAYLOADS
 from shared.domain.listing import Listing, ListRequest
 from shared.domain.resolution import ResolveRequest, ResolveResponse
 from shared.keys import PROFILES_RPC, RESOLVE_RPC, partition_for
@@ -30,7 +31,7 @@ def inbound(
 ) -> dict[str, Any]:
     message: dict[str, Any] = {
         "type": type_,
-        "schema_version": 1,
+        "schema_version": PAYLOADS[type_].VERSION,
         "idempotency_key": key or uuid.uuid4().hex,
         "member_id": member_id,
         "payload": payload,

@@ -103,10 +103,13 @@ class Projector:
         warm = self.warm.pop(partition.index, None)
         if warm is None or warm.position != position or not warm.small():
             warm = Warm(position)
-        logged = [(entry_id, ev.LoggedEvent.from_bytes(f[b"event"])) for entry_id, f in entries]
-        projection = await self._load(partition, [event for _, event in logged], warm)
-        for entry_id, event in logged:
-            projection.fold(entry_id, event)
+        logged = []
+        for entry_id, fields in entries:
+            event = ev.LoggedEvent.from_bytes(fields[b"event"])
+            logged.append((entry_id, event, event.typed_payload()))
+        projection = await self._load(partition, logged, warm)
+        for entry_id, event, payload in logged:
+            projection.fold(entry_id, event, payload)
         projection.flush_learners()
         last = entries[-1][0]
         committed = await self._commit(partition, position, last, projection)
@@ -126,12 +129,16 @@ class Projector:
         return True
 
     async def _load(
-        self, partition: Partition, events: list[ev.LoggedEvent], warm: Warm
+        self,
+        partition: Partition,
+        logged: list[tuple[str, ev.LoggedEvent, ev.Payload]],
+        warm: Warm,
     ) -> Projection:
         keys = partition.read_model(self.generation)
-        members = sorted({e.member_id for e in events} - warm.members.keys())
-        profiles = sorted({p for e in events for p in touched_profiles(e)} - warm.profiles.keys())
-        images = {i for e in events for i in images_needed(e)}
+        members = sorted({e.member_id for _, e, _ in logged} - warm.members.keys())
+        touched = {p for _, _, payload in logged for p in touched_profiles(payload)}
+        profiles = sorted(touched - warm.profiles.keys())
+        images = {i for _, _, payload in logged for i in images_needed(payload)}
         replies: list[Any] = []
         if members or profiles:
             replies = await self.client.mget(

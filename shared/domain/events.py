@@ -92,7 +92,13 @@ class ImageUnliked(Payload):
 
 
 class PairRanked(Payload):
-    """A Rank Image Aesthetics task: the member preferred ``winner_image_id``."""
+    """A Rank Image Aesthetics task: the member preferred ``winner_image_id``.
+
+    Version 2 named the images explicitly; version 1 called them ``winner`` and ``loser``
+    (see :func:`_pair_ranked_v1_to_v2`).
+    """
+
+    VERSION: ClassVar[int] = 2
 
     winner_image_id: Handle
     loser_image_id: Handle
@@ -164,7 +170,14 @@ PAYLOADS: dict[str, type[Payload]] = {
 INBOUND_TYPES = frozenset(PAYLOADS) - {"CodeMinted"}
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+def _pair_ranked_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    renames = {"winner": "winner_image_id", "loser": "loser_image_id"}
+    return {renames.get(name, name): value for name, value in payload.items()}
+
+
+UPCASTERS: dict[tuple[str, int], Upcaster] = {("PairRanked", 1): _pair_ranked_v1_to_v2}
 
 
 def upcast(event_type: str, version: int, payload: dict[str, Any]) -> dict[str, Any]:

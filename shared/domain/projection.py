@@ -38,19 +38,19 @@ class ProfileChange:
     position: str
 
 
-def touched_profiles(event: ev.LoggedEvent) -> set[str]:
-    profile_id = event.payload.get("profile_id")
+def touched_profiles(payload: ev.Payload) -> set[str]:
+    profile_id = getattr(payload, "profile_id", None)
     return {profile_id} if isinstance(profile_id, str) else set()
 
 
-def images_needed(event: ev.LoggedEvent) -> set[str]:
-    payload = event.payload
-    if event.type == "ImagePicked":
-        return set(payload.get("candidates") or ())
-    if event.type in ("ImageLiked", "ImageUnliked"):
-        return {payload["image_id"]}
-    if event.type == "PairRanked":
-        return {payload["winner_image_id"], payload["loser_image_id"]}
+def images_needed(payload: ev.Payload) -> set[str]:
+    """The catalog images whose embeddings folding this (upcast) payload needs."""
+    if isinstance(payload, ev.ImagePicked):
+        return set(payload.candidates or ())
+    if isinstance(payload, ev.ImageLiked | ev.ImageUnliked):
+        return {payload.image_id}
+    if isinstance(payload, ev.PairRanked):
+        return {payload.winner_image_id, payload.loser_image_id}
     return set()
 
 
@@ -69,8 +69,8 @@ class Projection:
     learners: dict[str, TasteLearner] = field(default_factory=dict)
     touched: set[str] = field(default_factory=set)
 
-    def fold(self, position: str, event: ev.LoggedEvent) -> None:
-        payload = event.typed_payload()
+    def fold(self, position: str, event: ev.LoggedEvent, payload: ev.Payload | None = None) -> None:
+        payload = payload or event.typed_payload()
         member = self.members.get(event.member_id) or MemberView(member_id=event.member_id)
         handler = _FOLDS.get(type(payload))
         if handler is None:

@@ -212,12 +212,12 @@ def test_flushed_learner_state_restores_the_same_learner(busy: Journal) -> None:
 
 
 def test_images_needed_and_touched_profiles_name_what_a_batch_loads(busy: Journal) -> None:
-    needed = {e.type: images_needed(e) for e in busy.log}
+    needed = {e.type: images_needed(e.typed_payload()) for e in busy.log}
     assert needed["ImagePicked"] == {"r3", "r4", "r5"}  # the last pick; r6 was picked before
     assert needed["ImageUnliked"] == {"r5"}
     assert needed["PairRanked"] == {"r2", "r6"}
     assert needed["GridServed"] == set()
-    touched = set().union(*(touched_profiles(e) for e in busy.log))
+    touched = set().union(*(touched_profiles(e.typed_payload()) for e in busy.log))
     assert touched == {"prof1", "prof2", "prof3"}
 
 
