@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import redis
 
+from shared.acl import acl_rules, url_for, user_name
 from shared.adapters.lifecycle import alive_key
 from shared.adapters.server import EmbeddedServer
 from shared.settings import Settings
@@ -39,13 +41,18 @@ def service_command(service: str) -> list[str]:
 class Stack:
     """The server (if embedded) and every service process of one ``make run``."""
 
-    def __init__(self, data_dir: Path, replicas: int = 1, quiet: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path, replicas: int = 1, quiet: bool = False, acl: bool | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.replicas = replicas
         self.quiet = quiet
         self.server: EmbeddedServer | None = None
         self.processes: dict[tuple[str, int], subprocess.Popen[bytes]] = {}
         self.url = os.environ.get("REDIS_URL", "")
+        wanted = os.environ.get("PZ_ACL")
+        self.acl = acl if acl is not None else (wanted == "1" if wanted else not self.url)
+        self.passwords = {service: secrets.token_urlsafe(18) for service in SERVICES}
 
     def start(self, timeout: float = 60.0) -> None:
         if not self.url:
@@ -53,14 +60,26 @@ class Stack:
             self.server = EmbeddedServer(self.data_dir / "valkey", appendfsync=fsync).start()
             self.url = self.server.url
             self.say(f"embedded valkey on {self.url} (AOF {fsync}, data in {self.data_dir}/valkey)")
+        if self.acl:
+            self.restrict()
         for service in SERVICES:
             for replica in range(self.replicas):
                 self.spawn(service, replica)
         self.wait_alive(timeout)
 
+    def restrict(self) -> None:
+        """One ACL user per service, allowed only its own keys (shared/acl.py)."""
+        with redis.Redis.from_url(self.url) as client:
+            for service, password in self.passwords.items():
+                client.execute_command(
+                    "ACL", "SETUSER", user_name(service), *acl_rules(service, password)
+                )
+        self.say("  each service connects as its own ACL user (least privilege)")
+
     def env(self, service: str, replica: int) -> dict[str, str]:
         name = f"{service}-{replica}"
-        return {**os.environ, "REDIS_URL": self.url, "PZ_REPLICA": name, "PYTHONUNBUFFERED": "1"}
+        url = url_for(self.url, service, self.passwords[service]) if self.acl else self.url
+        return {**os.environ, "REDIS_URL": url, "PZ_REPLICA": name, "PYTHONUNBUFFERED": "1"}
 
     def spawn(self, service: str, replica: int) -> None:
         with redis.Redis.from_url(self.url) as client:

@@ -186,3 +186,22 @@ def test_health_reads_the_alive_keys(redis_url: str, monkeypatch: pytest.MonkeyP
     assert health.main(["prompt-resolver", "--replica", "prompt-resolver-1"]) == 0
     assert health.main(["prompt-resolver", "--replica", "other"]) == 1
     assert health.main(["code-minter"]) == 1
+
+
+def test_each_service_connects_as_its_own_acl_user_with_the_rules_of_shared_acl(
+    compose: dict[str, Any],
+) -> None:
+    from shared.acl import acl_rules, user_name
+
+    command = compose["services"]["redis"]["command"]
+    starts = [i for i, token in enumerate(command) if token == "--user"]
+    declared = {}
+    for start, end in zip(starts, [*starts[1:], len(command)], strict=True):
+        declared[command[start + 1]] = command[start + 2 : end]
+    assert sorted(declared) == sorted(user_name(s) for s in SERVICES)
+    for service in SERVICES:
+        rules = declared[user_name(service)]
+        password = next(token[1:] for token in rules if token.startswith(">"))
+        assert rules == acl_rules(service, password)
+        url = urlparse(compose["services"][service]["environment"]["REDIS_URL"])
+        assert (url.username, url.password, url.hostname) == (user_name(service), password, "redis")

@@ -8,7 +8,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
-from shared.adapters.generation import active_generation
+from shared.adapters.generation import read_generation
 from shared.domain.listing import Listing, ListRequest, listing
 from shared.domain.resolution import (
     ResolveError,
@@ -70,7 +70,7 @@ class Resolver:
     async def generation(self) -> int:
         value, fetched = self._generation
         if time.monotonic() - fetched > GENERATION_TTL_S:
-            value = await active_generation(self.client)
+            value = await read_generation(self.client)
             self._generation = (value, time.monotonic())
         return value
 

@@ -8,8 +8,15 @@ from shared.keys import ACTIVE_GENERATION
 
 from .store import text
 
+FIRST = 1
+
 
 async def active_generation(client: aioredis.Redis) -> int:
-    """The active generation, starting at 1 on a fresh server."""
-    await client.set(ACTIVE_GENERATION, 1, nx=True)
-    return int(text(await client.get(ACTIVE_GENERATION)))
+    """The active generation, established as 1 on a fresh server (needs write access)."""
+    await client.set(ACTIVE_GENERATION, FIRST, nx=True)
+    return await read_generation(client)
+
+
+async def read_generation(client: aioredis.Redis) -> int:
+    """The active generation, for readers: 1 until something establishes one."""
+    return int(text(await client.get(ACTIVE_GENERATION)) or FIRST)

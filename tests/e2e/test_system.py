@@ -24,7 +24,7 @@ def stack(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
     monkeypatch.setenv("REDIS_URL", redis_url)
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
-    running = Stack(tmp_path, quiet=True)
+    running = Stack(tmp_path, quiet=True, acl=True)
     try:
         running.start(timeout=60)
         yield running
