@@ -52,7 +52,7 @@ export: install  ## the whole event log to data/log.jsonl (restore with: python 
 	$(PY) -m services.replay export data/log.jsonl
 
 docs: install  ## AsyncAPI documents of the four services into docs/asyncapi
-	$(PY) -m services.docs
+	$(VENV)/bin/faststream docs gen services.contract:app --out docs/asyncapi.json
 
 clean:
 	rm -rf $(VENV) data out .pytest_cache .mypy_cache .ruff_cache
