@@ -166,7 +166,7 @@ class Projector:
         writes: dict[str, bytes] = {}
         for member_id in sorted(projection.dirty_members):
             writes[keys.member(member_id)] = projection.members[member_id].to_bytes()
-        for profile_id in sorted(projection.touched):
+        for profile_id in sorted(projection.touched | projection.created):
             writes[keys.profile(profile_id)] = projection.profiles[profile_id].to_bytes()
         for code, view in sorted(projection.codes.items()):
             writes[keys.code(code)] = view.to_bytes()

@@ -52,8 +52,10 @@ class Resolver:
         member = await self._member(request.member_id, generation)
         wanted = lookups(parsed, member)
         codes, owners = await self._fetch(wanted.codes, wanted.profiles, generation)
+        members = [member] if member else []
+        members += await self._owners(codes, request.member_id, generation)
         deleted = frozenset(
-            pid for pid, profile in (member.profiles.items() if member else ()) if profile.deleted
+            pid for view in members for pid, profile in view.profiles.items() if profile.deleted
         )
         return resolve(parsed, request.member_id, member, codes, owners, deleted, self.needed)
 
@@ -78,6 +80,21 @@ class Resolver:
         partition = partition_for(member_id, self.settings.partitions)
         raw = await self.client.get(partition.read_model(generation).member(member_id))
         return MemberView.from_bytes(raw) if raw else None
+
+    async def _owners(
+        self, codes: dict[str, CodeView], member_id: str, generation: int
+    ) -> list[MemberView]:
+        """The member views of the owners of other members' codes (to warn of deletions)."""
+        owners = sorted({view.member_id for view in codes.values()} - {member_id})
+        if not owners:
+            return []
+        parts = self.settings.partitions
+        keys = [partition_for(o, parts).read_model(generation).member(o) for o in owners]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.get(key)
+            replies = await pipe.execute()
+        return [MemberView.from_bytes(raw) for raw in replies if raw]
 
     async def _fetch(
         self, codes: set[str], profiles: set[str], generation: int

@@ -79,7 +79,7 @@ def listing(
             evidence=p.evidence,
             latest_code=p.latest_code,
         )
-        for p in sorted(member.profiles.values(), key=lambda p: (not p.is_global, p.created_at))
+        for p in sorted(member.profiles.values(), key=lambda p: p.order)
         if include_deleted or not p.deleted
     ]
     listed = []

@@ -168,14 +168,25 @@ def _registered(state, payload, member_id, catalog, rules, new_id):  # type: ign
 def _grid(state, payload, member_id, catalog, rules, new_id):  # type: ignore[no-untyped-def]
     if payload.grid_id in state.grids:
         raise Rejected("DUPLICATE_GRID", f"grid {payload.grid_id!r} was served already")
-    for image_id in payload.image_ids:
-        _image(catalog, image_id, "payload.image_ids")
+    images = [_image(catalog, image_id, "payload.image_ids") for image_id in payload.image_ids]
     derived: list[ev.Payload] = []
     if payload.profile_id is None:
         family = _family_or_reject(state.default_version, "default_version")
         profile_id, derived = _global_for(state, family, new_id)
     else:
-        profile_id = state.owned(payload.profile_id, "payload.profile_id").profile_id
+        profile = state.owned(payload.profile_id, "payload.profile_id")
+        profile_id, family = profile.profile_id, profile.family  # type: ignore[assignment]
+    foreign = [
+        i for i, info in zip(payload.image_ids, images, strict=True) if info.family != family
+    ]
+    if foreign:
+        raise Rejected(
+            "VERSION_MISMATCH",
+            f"a grid for a {family.upper()} profile shows only {family.upper()} images; "
+            f"{', '.join(repr(i) for i in foreign[:3])}{' and more' if len(foreign) > 3 else ''} "
+            "were made with another version",
+            "payload.image_ids",
+        )
     return [*derived, payload.model_copy(update={"profile_id": profile_id})]
 
 

@@ -68,6 +68,7 @@ class Projection:
     dirty_members: set[str] = field(default_factory=set)
     learners: dict[str, TasteLearner] = field(default_factory=dict)
     touched: set[str] = field(default_factory=set)
+    created: set[str] = field(default_factory=set)
 
     def fold(self, position: str, event: ev.LoggedEvent, payload: ev.Payload | None = None) -> None:
         payload = payload or event.typed_payload()
@@ -132,7 +133,12 @@ def _created(proj: Projection, member: MemberView, p, event, position) -> None: 
         is_global=p.is_global,
         needed=proj.thresholds[p.family],
         created_at=event.occurred_at,
+        created_position=position,
     )
+    proj.profiles[p.profile_id] = ProfileModel(
+        profile_id=p.profile_id, member_id=member.member_id, position=position
+    )
+    proj.created.add(p.profile_id)
 
 
 def _picked(proj: Projection, member: MemberView, p, event, position) -> None:  # type: ignore[no-untyped-def]

@@ -124,6 +124,8 @@ def resolve(
             parsed, member_id, member, version, codes, foreign_profiles, needed or {}
         )
     except Refusal as refusal:
+        if not parsed.personalize:
+            return _without_defaults(parsed, base, refusal)
         return base.model_copy(update={"ok": False, "error": refusal.error})
     warnings += [
         f"code {e.code} comes from a deleted profile; it keeps working"
@@ -140,6 +142,16 @@ def resolve(
             "warnings": warnings,
         }
     )
+
+
+def _without_defaults(
+    parsed: ParsedPrompt, base: ResolveResponse, refusal: Refusal
+) -> ResolveResponse:
+    """Personalization switched on never blocks a prompt that did not ask for ``--p``: when
+    the defaults cannot apply, the prompt goes out without them, with a warning."""
+    warning = f"personalization is on but was not applied: {refusal.error.message}"
+    update = {"prompt": render_prompt(parsed, None), "strength": 0.0, "warnings": [warning]}
+    return base.model_copy(update=update)
 
 
 def _decimal(weight: float) -> str:
@@ -230,6 +242,7 @@ def _entry(
         if not usable_with(view.family, view.version, version):  # type: ignore[arg-type]
             raise _mismatch(f"code {view.code}", view.family, view.version, version, value)
         mine = view.member_id == member_id
+        now = member.profiles.get(view.profile_id) if mine and member else None
         return ResolvedEntry(
             code=view.code,
             weight=value.weight,
@@ -237,7 +250,7 @@ def _entry(
             version=view.version,
             source="code",
             profile_id=view.profile_id if mine else None,
-            profile_name=view.profile_name if mine else None,
+            profile_name=(now.name if now else view.profile_name) if mine else None,
         )
     if value.value in foreign:
         raise Refusal(

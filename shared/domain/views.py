@@ -45,6 +45,13 @@ class ProfileSummary(View):
     evidence: int = 0
     latest_code: str | None = None
     created_at: datetime
+    created_position: str = "0-0"
+
+    @property
+    def order(self) -> tuple[bool, int, int, datetime]:
+        """Global Profiles first, then in the order they were created (log position)."""
+        millis, sequence = self.created_position.split("-")
+        return (not self.is_global, int(millis), int(sequence), self.created_at)
 
     @property
     def unlocked(self) -> bool:

@@ -373,3 +373,9 @@ def test_decide_is_pure(alice: Journal) -> None:
     decide(before, grid, "alice", alice.catalog, alice.rules, lambda: "x")
     assert alice.state is before
     assert before == MemberState()
+
+
+def test_a_grid_shows_only_images_of_its_profiles_family(alice: Journal) -> None:
+    error = alice.reject(ev.GridServed(grid_id="g1", image_ids=[V7_IMAGES[0], V6_IMAGES[0]]))
+    assert (error.code, error.field) == ("VERSION_MISMATCH", "payload.image_ids")
+    assert repr(V6_IMAGES[0]) in error.message and "V7" in error.message

@@ -265,3 +265,23 @@ def test_rule9_locked_message_without_thresholds_names_no_none() -> None:
     response = resolve(parse_prompt("a cat --p"), "carol", None, {}, {})
     assert response.error is not None and response.error.code == "PROFILE_LOCKED"
     assert "None" not in response.error.message
+
+
+def test_switched_on_personalization_never_blocks_a_prompt_without_p() -> None:
+    locked = member_view("lee", summary("glee", is_global=True), personalization=True)
+    response = run("a quiet street --ar 2:3", locked, member_id="lee")
+    assert response.ok and response.entries == [] and response.strength == 0.0
+    assert response.prompt == "a quiet street --ar 2:3"
+    assert response.warnings and "not applied" in response.warnings[0]
+    assert run("a quiet street --p", locked, member_id="lee").error is not None
+
+
+def test_an_owner_sees_the_current_name_of_a_codes_profile() -> None:
+    renamed = with_changes(
+        profiles={
+            **ALICE.profiles,
+            "moody": ALICE.profiles["moody"].model_copy(update={"name": "Calm"}),
+        }
+    )
+    response = run("a cat --p mmmmmm1", renamed)
+    assert response.entries[0].profile_name == "Calm"
