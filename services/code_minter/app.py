@@ -7,7 +7,7 @@ from faststream.redis import RedisBroker
 from faststream.specification import AsyncAPI
 
 from shared.adapters.follower import FollowerConfig, PartitionFollower
-from shared.adapters.lifecycle import Tasks, heartbeat
+from shared.adapters.lifecycle import Tasks, heartbeat, until_reachable
 from shared.adapters.store import connect
 from shared.keys import Partition, all_partitions
 from shared.settings import Settings
@@ -31,6 +31,10 @@ def build(settings: Settings) -> FastStream:
 
     def stream(partition: Partition) -> str:
         return partition.changes
+
+    @app.on_startup
+    async def wait_for_server() -> None:
+        await until_reachable(client, SERVICE)
 
     @app.after_startup
     async def start() -> None:

@@ -8,7 +8,7 @@ from faststream.specification import AsyncAPI
 
 from shared.adapters.follower import FollowerConfig, PartitionFollower
 from shared.adapters.generation import active_generation
-from shared.adapters.lifecycle import Tasks, heartbeat
+from shared.adapters.lifecycle import Tasks, heartbeat, persistently, until_reachable
 from shared.adapters.store import connect
 from shared.keys import Partition, all_partitions
 from shared.settings import Settings
@@ -32,9 +32,13 @@ def build(settings: Settings) -> FastStream:
         ),
     )
 
+    @app.on_startup
+    async def wait_for_server() -> None:
+        await until_reachable(client, SERVICE)
+
     @app.after_startup
     async def start() -> None:
-        generation = await active_generation(client)
+        generation = await persistently(lambda: active_generation(client), SERVICE)
         prior = TastePrior.uninformed(settings.embed_dim)
         projector = Projector(client, settings, prior, generation, follow_active=True)
 

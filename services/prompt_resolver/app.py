@@ -15,7 +15,7 @@ from faststream.redis import ListSub, RedisBroker
 from faststream.redis.message import RedisMessage
 from faststream.specification import AsyncAPI
 
-from shared.adapters.lifecycle import Tasks, heartbeat
+from shared.adapters.lifecycle import Tasks, heartbeat, until_reachable
 from shared.adapters.store import connect
 from shared.domain.listing import Listing
 from shared.domain.resolution import ResolveResponse
@@ -69,6 +69,10 @@ def build(settings: Settings) -> FastStream:
             title=SERVICE, version="1", description="Resolves --p in prompts into conditioning."
         ),
     )
+
+    @app.on_startup
+    async def wait_for_server() -> None:
+        await until_reachable(client, SERVICE)
 
     @app.after_startup
     async def start() -> None:

@@ -12,7 +12,7 @@ from faststream.redis import RedisBroker
 from faststream.specification import AsyncAPI
 
 from shared.adapters.follower import Entry, FollowerConfig, GroupFollower
-from shared.adapters.lifecycle import Tasks, heartbeat
+from shared.adapters.lifecycle import Tasks, heartbeat, persistently, until_reachable
 from shared.adapters.store import connect
 from shared.keys import CONFIG, Partition, all_partitions
 from shared.settings import Settings
@@ -43,9 +43,13 @@ def build(settings: Settings) -> FastStream:
     def inbox(partition: Partition) -> str:
         return partition.inbox
 
+    @app.on_startup
+    async def wait_for_server() -> None:
+        await until_reachable(client, SERVICE)
+
     @app.after_startup
     async def start() -> None:
-        await client.hset(CONFIG, mapping={"partitions": settings.partitions})
+        await persistently(lambda: client.hset(CONFIG, "partitions", settings.partitions), SERVICE)
         config = FollowerConfig(
             role=SERVICE,
             replica=settings.replica,

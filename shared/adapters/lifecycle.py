@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from shared.keys import PREFIX
 
 HEARTBEAT_S = 2.0
+T = TypeVar("T")
 log = logging.getLogger("personalize")
 
 
@@ -26,6 +28,23 @@ async def heartbeat(client: aioredis.Redis, service: str, replica: str) -> None:
         with contextlib.suppress(Exception):
             await client.set(alive_key(service, replica), "1", ex=int(HEARTBEAT_S * 4))
         await asyncio.sleep(HEARTBEAT_S)
+
+
+async def persistently(call: Callable[[], Awaitable[T]], service: str) -> T:
+    """Run ``call`` until the server answers: a service may start before the server, or
+    while it restarts, and must wait for it rather than exit."""
+    delay = 0.1
+    while True:
+        try:
+            return await call()
+        except (RedisError, OSError) as error:
+            log.warning("%s: server not reachable (%r); waiting", service, error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def until_reachable(client: aioredis.Redis, service: str) -> None:
+    await persistently(client.ping, service)
 
 
 class Tasks:

@@ -50,11 +50,18 @@ class EmbeddedServer:
             "--appendfsync", self.appendfsync,
             "--save", "",
             "--logfile", "server.log",
+            "--aclfile", str(self.acl_file.resolve()),
             *self.extra,
         ]  # fmt: skip
 
+    @property
+    def acl_file(self) -> Path:
+        """Where ``ACL SAVE`` keeps users, so that they survive a restart."""
+        return self.data_dir / "users.acl"
+
     def start(self, timeout: float = 15.0) -> EmbeddedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.acl_file.touch(exist_ok=True)
         self.process = subprocess.Popen(
             self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
