@@ -98,6 +98,13 @@ class ReadModelKeys:
     def code(self, code: str) -> str:
         return f"{self.base}:code:{code}"
 
+    def prior(self, model_id: str) -> str:
+        return f"{self.base}:prior:{model_id}"
+
+    @property
+    def current_prior(self) -> str:
+        return f"{self.base}:prior-current"
+
     def pattern(self) -> str:
         return f"{self.base}:*"
 

@@ -14,7 +14,7 @@ from shared.adapters.follower import Entry
 from shared.adapters.store import APPLY_AT_POSITION, text
 from shared.domain import events as ev
 from shared.domain.projection import ProfileChange, Projection, images_needed, touched_profiles
-from shared.domain.views import MemberView, ProfileModel
+from shared.domain.views import MemberView, PriorView, ProfileModel, canonical_json
 from shared.keys import ACTIVE_GENERATION, Partition, image_key
 from shared.settings import Settings
 from shared.taste.learner import TasteLearner
@@ -58,6 +58,7 @@ class Warm:
     """
 
     position: str
+    current_prior: str | None = None
     members: dict[str, MemberView] = field(default_factory=dict)
     profiles: dict[str, ProfileModel] = field(default_factory=dict)
     learners: dict[str, TasteLearner] = field(default_factory=dict)
@@ -85,7 +86,7 @@ class Projector:
     ) -> None:
         self.client = client
         self.settings = settings
-        self.prior = prior
+        self.priors: dict[str, TastePrior] = {"": prior}
         self.generation = generation
         self.emit_changes = emit_changes
         self.follow_active = follow_active
@@ -115,7 +116,11 @@ class Projector:
         committed = await self._commit(partition, position, last, projection)
         if committed:
             self.warm[partition.index] = Warm(
-                last, projection.members, projection.profiles, projection.learners
+                last,
+                projection.current_prior,
+                projection.members,
+                projection.profiles,
+                projection.learners,
             )
         return committed
 
@@ -150,14 +155,32 @@ class Projector:
         for profile, raw in zip(profiles, replies[len(members) :], strict=True):
             if raw is not None:
                 warm.profiles[profile] = ProfileModel.from_bytes(raw)
+        current = await self._current_prior(partition, warm)
+        await self._known_priors(partition, {current} | {m.prior for m in warm.profiles.values()})
         return Projection(
             members=warm.members,
             profiles=warm.profiles,
             learners=warm.learners,
-            prior=self.prior,
+            priors=self.priors,
+            current_prior=current,
             thresholds=self.thresholds,
             embeddings=await self.embeddings.get_many(images),
         )
+
+    async def _current_prior(self, partition: Partition, warm: Warm) -> str:
+        if warm.current_prior is not None:
+            return warm.current_prior
+        raw = await self.client.get(partition.read_model(self.generation).current_prior)
+        return PriorView.from_bytes(raw).model_id if raw else ""
+
+    async def _known_priors(self, partition: Partition, wanted: set[str]) -> None:
+        """Load the priors (published in this partition's log) that profiles learn with."""
+        keys = partition.read_model(self.generation)
+        for model_id in sorted(wanted - self.priors.keys()):
+            raw = await self.client.get(keys.prior(model_id))
+            if raw is None:
+                raise LookupError(f"prior {model_id} is not in {keys.base}")
+            self.priors[model_id] = TastePrior.from_payload(json.loads(raw))
 
     async def _commit(
         self, partition: Partition, position: str, last: str, projection: Projection
@@ -170,6 +193,11 @@ class Projector:
             writes[keys.profile(profile_id)] = projection.profiles[profile_id].to_bytes()
         for code, view in sorted(projection.codes.items()):
             writes[keys.code(code)] = view.to_bytes()
+        for model_id in sorted(projection.published):
+            writes[keys.prior(model_id)] = canonical_json(self.priors[model_id].to_payload())
+        if projection.published:
+            current = projection.published[projection.current_prior]
+            writes[keys.current_prior] = current.to_bytes()
         changes = (
             [change_bytes(c) for c in projection.changes.values()] if self.emit_changes else []
         )

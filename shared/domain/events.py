@@ -149,6 +149,18 @@ class CodeMinted(Payload):
     picks: int = Field(ge=0)
 
 
+class TasteModelPublished(Payload):
+    """A population prior for taste learning, estimated from the profiles the system has.
+
+    Appended to every partition's log (member ``""``: the system), so that each partition's
+    fold knows which prior a new profile starts from; profiles keep the prior they began with.
+    """
+
+    model_id: str = Field(description="hex fingerprint of the prior")
+    prior: dict[str, Any] = Field(description="TastePrior.to_payload()")
+    profiles: int = Field(ge=0, description="how many learned profiles it was estimated from")
+
+
 PAYLOADS: dict[str, type[Payload]] = {
     model.__name__: model
     for model in (
@@ -165,9 +177,11 @@ PAYLOADS: dict[str, type[Payload]] = {
         PersonalizationToggled,
         DefaultVersionSet,
         CodeMinted,
+        TasteModelPublished,
     )
 }
-INBOUND_TYPES = frozenset(PAYLOADS) - {"CodeMinted"}
+SYSTEM_TYPES = frozenset({"CodeMinted", "TasteModelPublished"})
+INBOUND_TYPES = frozenset(PAYLOADS) - SYSTEM_TYPES
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 

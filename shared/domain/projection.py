@@ -17,7 +17,7 @@ from shared.taste.learner import TasteLearner
 from shared.taste.prior import TastePrior
 
 from . import events as ev
-from .views import CodeView, MemberView, ProfileModel, ProfileSummary
+from .views import CodeView, MemberView, PriorView, ProfileModel, ProfileSummary
 
 Embeddings = Callable[[Iterable[str]], Mapping[str, np.ndarray]]
 
@@ -60,7 +60,7 @@ class Projection:
 
     members: dict[str, MemberView]
     profiles: dict[str, ProfileModel]
-    prior: TastePrior
+    priors: dict[str, TastePrior]
     thresholds: Mapping[str, int]
     embeddings: Mapping[str, np.ndarray]
     codes: dict[str, CodeView] = field(default_factory=dict)
@@ -69,9 +69,18 @@ class Projection:
     learners: dict[str, TasteLearner] = field(default_factory=dict)
     touched: set[str] = field(default_factory=set)
     created: set[str] = field(default_factory=set)
+    current_prior: str = ""
+    published: dict[str, PriorView] = field(default_factory=dict)
 
     def fold(self, position: str, event: ev.LoggedEvent, payload: ev.Payload | None = None) -> None:
         payload = payload or event.typed_payload()
+        if isinstance(payload, ev.TasteModelPublished):
+            self.priors[payload.model_id] = TastePrior.from_payload(payload.prior)
+            self.current_prior = payload.model_id
+            self.published[payload.model_id] = PriorView(
+                model_id=payload.model_id, position=position
+            )
+            return
         member = self.members.get(event.member_id) or MemberView(member_id=event.member_id)
         handler = _FOLDS.get(type(payload))
         if handler is None:
@@ -95,11 +104,16 @@ class Projection:
         self.touched.add(profile_id)
         if profile_id not in self.learners:
             model = self.profiles.get(profile_id)
-            if model is None or not model.state:
-                self.profiles[profile_id] = ProfileModel(profile_id=profile_id, member_id=member_id)
-                learner = TasteLearner(self.prior)
+            if model is None:
+                model = ProfileModel(
+                    profile_id=profile_id, member_id=member_id, prior=self.current_prior
+                )
+                self.profiles[profile_id] = model
+            prior = self.priors[model.prior]
+            if model.state:
+                learner = TasteLearner.from_state(prior, base64.b64decode(model.state))
             else:
-                learner = TasteLearner.from_state(self.prior, base64.b64decode(model.state))
+                learner = TasteLearner(prior)
             self.learners[profile_id] = learner
         return self.learners[profile_id]
 
@@ -136,7 +150,10 @@ def _created(proj: Projection, member: MemberView, p, event, position) -> None: 
         created_position=position,
     )
     proj.profiles[p.profile_id] = ProfileModel(
-        profile_id=p.profile_id, member_id=member.member_id, position=position
+        profile_id=p.profile_id,
+        member_id=member.member_id,
+        position=position,
+        prior=proj.current_prior,
     )
     proj.created.add(p.profile_id)
 

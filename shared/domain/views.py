@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from .families import DEFAULT_VERSION
 
@@ -87,6 +87,14 @@ class ProfileModel(View):
     member_id: str
     state: str = ""
     position: str = "0-0"
+    prior: str = Field(default="", description="model_id of the prior it learns with ('' = none)")
+
+
+class PriorView(View):
+    """The population prior a partition's new profiles start from (the latest published)."""
+
+    model_id: str
+    position: str
 
 
 class CodeView(View):

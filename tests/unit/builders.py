@@ -140,7 +140,7 @@ def fresh_projection() -> Projection:
     return Projection(
         members={},
         profiles={},
-        prior=TastePrior.uninformed(DIM),
+        priors={"": TastePrior.uninformed(DIM)},
         thresholds=THRESHOLDS,
         embeddings=EMBEDDINGS,
     )
