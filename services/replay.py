@@ -39,7 +39,7 @@ from shared.taste.prior import TastePrior
 
 GENERATIONS = f"{PREFIX}:rm:generations"
 CHUNK = 500
-NOT_FROM_INGEST = frozenset({"CodeMinted"})
+NOT_FROM_INGEST = ev.SYSTEM_TYPES
 
 
 class Progress:
