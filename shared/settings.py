@@ -20,6 +20,7 @@ class Settings(BaseModel):
     unlock_v6: int = Field(default=40, ge=1)
     mint_every: int = Field(default=25, ge=1, description="signals after which a new code is due")
     mint_drift: float = Field(default=0.05, gt=0, le=2, description="cosine distance that is due")
+    mint_min_signals: int = Field(default=3, ge=1, description="never mint more often than this")
     idempotency_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     max_deliveries: int = Field(default=5, ge=1, description="attempts before dead-lettering")
     claim_idle_ms: int = Field(default=10_000, ge=100, description="idle time before takeover")

@@ -85,6 +85,7 @@ class Minter:
                 ev.decode_vector(change["vector"]),
                 self.settings.mint_every,
                 self.settings.mint_drift,
+                self.settings.mint_min_signals,
             ):
                 due.append(change)
         return due

@@ -13,6 +13,9 @@ from collections.abc import Callable
 import numpy as np
 
 from shared.keys import partition_of
+from shared.taste.minting import cosine_distance, should_mint
+
+__all__ = ["cosine_distance", "mint_due"]
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 CODE_LENGTH = 7
@@ -43,13 +46,6 @@ def derive_code(
     raise RuntimeError(f"no free code for profile {profile_id!r} at evidence {evidence}")
 
 
-def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
-    denominator = float(np.linalg.norm(a) * np.linalg.norm(b))
-    if denominator == 0.0:
-        return 1.0
-    return 1.0 - float(np.dot(a, b)) / denominator
-
-
 def mint_due(
     last_evidence: int | None,
     last_vector: np.ndarray | None,
@@ -57,11 +53,17 @@ def mint_due(
     vector: np.ndarray,
     every: int,
     drift: float,
+    min_signals: int = 1,
 ) -> bool:
     """A new code is due for an unlocked profile when it has none yet, when ``every`` new
-    signals arrived since the last one, or when its taste moved ``drift`` (cosine distance)."""
-    if last_evidence is None or last_vector is None:
-        return True
-    if evidence <= last_evidence:
-        return False
-    return evidence - last_evidence >= every or cosine_distance(last_vector, vector) >= drift
+    signals arrived since the last one, or when its taste moved ``drift`` (cosine distance)
+    after at least ``min_signals`` new signals (:func:`shared.taste.minting.should_mint`)."""
+    since = evidence - (last_evidence or 0)
+    return should_mint(
+        None if last_evidence is None else last_vector,
+        vector,
+        since,
+        min_distance=drift,
+        max_signals=every,
+        min_signals=min_signals,
+    )
