@@ -32,8 +32,16 @@ from shared.adapters.catalog import catalog_entry
 from shared.adapters.generation import active_generation
 from shared.adapters.store import connect, text
 from shared.domain import events as ev
+from shared.domain.families import family_of
 from shared.domain.member import MemberState, Rules, evolve
-from shared.keys import ACTIVE_GENERATION, PREFIX, Partition, all_partitions, image_key
+from shared.keys import (
+    ACTIVE_GENERATION,
+    PREFIX,
+    Partition,
+    all_partitions,
+    family_images,
+    image_key,
+)
 from shared.settings import Settings
 from shared.taste.prior import TastePrior
 
@@ -230,6 +238,9 @@ async def import_log(
             if isinstance(payload, ev.ImageRegistered):
                 entry = catalog_entry(payload, event.member_id, event.event_id.split("#", 1)[0])
                 pipe.hset(image_key(payload.image_id), mapping=entry)
+                family = family_of(payload.model_version)
+                if family is not None:
+                    pipe.sadd(family_images(family), payload.image_id)
             if event.type not in NOT_FROM_INGEST:
                 key = (index, event.member_id)
                 states[key] = evolve(states.get(key, MemberState()), payload, rules)

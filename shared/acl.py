@@ -19,7 +19,8 @@ SHARED = ["~pz:alive:{service}:*", f"~{P}:lease:{{service}}", "%R~pz:config", "%
 RULES: dict[str, list[str]] = {
     "selection-ingest": [
         f"~{P}:inbox", f"~{P}:log", f"~{P}:dead", f"~{P}:stats", f"~{P}:agg:*",
-        f"~{P}:idem:*", "~pz:img:*", "%W~pz:config",
+        f"~{P}:idem:*", "~pz:img:*", "%W~pz:config", "~pz:catalog:*",
+        f"%R~{P}:rm:*", "~pz:rpc:grid", "%W~pz:reply:*",
     ],
     "profile-projector": [
         f"%R~{P}:log", f"~{P}:rm:*", f"~{P}:changes", "%R~pz:img:*", f"~{P}:dead",
@@ -28,7 +29,7 @@ RULES: dict[str, list[str]] = {
     "code-minter": [f"~{P}:changes", f"~{P}:log", f"~{P}:mint:*", f"~{P}:dead"],
     "prompt-resolver": [f"%R~{P}:rm:*", "~pz:rpc:*", "%W~pz:reply:*"],
 }  # fmt: skip
-CHANNELS = {"prompt-resolver": "&*"}  # FastStream replies to RPCs over pub/sub
+CHANNELS = {"prompt-resolver": "&*", "selection-ingest": "&*"}  # FastStream RPC replies
 
 
 def user_name(service: str) -> str:

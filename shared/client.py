@@ -17,9 +17,10 @@ from faststream.redis import RedisBroker
 
 from shared.adapters.store import text
 from shared.domain.events import PAYLOADS
+from shared.domain.grids import GridReply, GridRequest
 from shared.domain.listing import Listing, ListRequest
 from shared.domain.resolution import ResolveRequest, ResolveResponse
-from shared.keys import PROFILES_RPC, RESOLVE_RPC, partition_for
+from shared.keys import GRID_RPC, PROFILES_RPC, RESOLVE_RPC, partition_for
 
 
 def inbound(
@@ -90,6 +91,18 @@ class Client:
         if reply is None:
             raise TimeoutError(f"no reply on {reply_to} within {timeout}s")
         return ResolveResponse.model_validate_json(reply[1])
+
+    async def grid(
+        self,
+        member_id: str,
+        profile_id: str | None = None,
+        strategy: str = "active",
+        timeout: float = 5.0,
+    ) -> GridReply:
+        """Ask selection-ingest for the next grid to show (it records GridServed itself)."""
+        request = GridRequest(member_id=member_id, profile_id=profile_id, strategy=strategy)  # type: ignore[arg-type]
+        reply = await self.broker.request(request, list=GRID_RPC, timeout=timeout)
+        return GridReply.model_validate_json(reply.body)
 
     async def profiles(
         self, member_id: str, include_deleted: bool = False, timeout: float = 5.0

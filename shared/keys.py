@@ -13,6 +13,7 @@ from dataclasses import dataclass
 PREFIX = "pz"
 RESOLVE_RPC = f"{PREFIX}:rpc:resolve"
 PROFILES_RPC = f"{PREFIX}:rpc:profiles"
+GRID_RPC = f"{PREFIX}:rpc:grid"
 ACTIVE_GENERATION = f"{PREFIX}:rm:active"
 CONFIG = f"{PREFIX}:config"
 
@@ -24,6 +25,11 @@ def partition_of(key: str, partitions: int) -> int:
 
 def image_key(image_id: str) -> str:
     return f"{PREFIX}:img:{image_id}"
+
+
+def family_images(family: str) -> str:
+    """The set of catalog image IDs of one family (kept by ingest, for grid candidates)."""
+    return f"{PREFIX}:catalog:{family}"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ then ``BLPOP KEY``: the reply is pushed to the list the request names.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from faststream import Context, FastStream
 from faststream.redis import ListSub, RedisBroker
@@ -16,6 +16,7 @@ from faststream.redis.message import RedisMessage
 from faststream.specification import AsyncAPI
 
 from shared.adapters.lifecycle import Tasks, heartbeat, until_reachable
+from shared.adapters.rpc import answer
 from shared.adapters.store import connect
 from shared.domain.listing import Listing
 from shared.domain.resolution import ResolveResponse
@@ -25,8 +26,6 @@ from shared.settings import Settings
 from .resolver import Resolver
 
 SERVICE = "prompt-resolver"
-REPLY_TTL_S = 60
-Reply = TypeVar("Reply", ResolveResponse, Listing | ResolveResponse)
 
 
 def build(settings: Settings) -> FastStream:
@@ -41,7 +40,7 @@ def build(settings: Settings) -> FastStream:
         description="Resolve a prompt: send a ResolveRequest, get a ResolveResponse back.",
     )
     async def on_resolve(body: Any, message: RedisMessage = Context("message")) -> ResolveResponse:
-        return await answer(body, message, await resolver.handle(body))
+        return await answer(client, body, message, await resolver.handle(body))
 
     @broker.subscriber(
         list=ListSub(PROFILES_RPC),
@@ -51,17 +50,7 @@ def build(settings: Settings) -> FastStream:
     async def on_list(
         body: Any, message: RedisMessage = Context("message")
     ) -> Listing | ResolveResponse:
-        return await answer(body, message, await resolver.list_profiles(body))
-
-    async def answer(body: Any, message: RedisMessage, reply: Reply) -> Reply:
-        """Also push the reply to the list a plain-JSON request names in ``reply_to``."""
-        reply_to = body.get("reply_to") if isinstance(body, dict) else None
-        if isinstance(reply_to, str) and reply_to and not message.reply_to:
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.rpush(reply_to, reply.model_dump_json())
-                pipe.expire(reply_to, REPLY_TTL_S)
-                await pipe.execute()
-        return reply
+        return await answer(client, body, message, await resolver.list_profiles(body))
 
     app = FastStream(
         broker,

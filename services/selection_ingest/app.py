@@ -7,16 +7,22 @@ messages are decided in the order they were published, also with several replica
 
 from __future__ import annotations
 
-from faststream import FastStream
-from faststream.redis import RedisBroker
+from typing import Any
+
+from faststream import Context, FastStream
+from faststream.redis import ListSub, RedisBroker
+from faststream.redis.message import RedisMessage
 from faststream.specification import AsyncAPI
 
 from shared.adapters.follower import Entry, FollowerConfig, GroupFollower
 from shared.adapters.lifecycle import Tasks, heartbeat, persistently, until_reachable
+from shared.adapters.rpc import answer
 from shared.adapters.store import connect
-from shared.keys import CONFIG, Partition, all_partitions
+from shared.domain.grids import GridReply
+from shared.keys import CONFIG, GRID_RPC, Partition, all_partitions
 from shared.settings import Settings
 
+from .grids import GridService
 from .ingest import GROUP, InboxEntry, Ingest
 
 SERVICE = "selection-ingest"
@@ -27,6 +33,7 @@ def build(settings: Settings) -> FastStream:
     client = connect(settings.redis_url)
     ingests = {p.index: Ingest(client, settings, p) for p in all_partitions(settings.partitions)}
     tasks = Tasks()
+    grids = GridService(client, settings)
     app = FastStream(
         broker,
         specification=AsyncAPI(
@@ -35,6 +42,14 @@ def build(settings: Settings) -> FastStream:
             description="Validates inbound messages and appends them to the event log.",
         ),
     )
+
+    @broker.subscriber(
+        list=ListSub(GRID_RPC),
+        title=GRID_RPC,
+        description="The next grid for a profile: send a GridRequest, get a GridReply.",
+    )
+    async def on_grid(body: Any, message: RedisMessage = Context("message")) -> GridReply:
+        return await answer(client, body, message, await grids.handle(body))
 
     async def process(partition: Partition, entries: list[Entry], deliveries: int) -> None:
         inbox = [InboxEntry(entry_id, fields) for entry_id, fields in entries]

@@ -16,11 +16,12 @@ from faststream.redis.parser import BinaryMessageFormatV1
 from pydantic import ValidationError
 
 from shared.adapters.catalog import REGISTER_ONCE, catalog_entry, register_args
-from shared.adapters.store import APPEND_BATCH, text
+from shared.adapters.store import APPEND_BATCH, stored_state, text
 from shared.deadletter import DeadLetter
 from shared.domain import events as ev
+from shared.domain.families import family_of
 from shared.domain.member import ImageInfo, MemberState, Rejected, Rules, decide, evolve
-from shared.keys import Partition, image_key, partition_of
+from shared.keys import Partition, family_images, image_key, partition_of
 from shared.settings import Settings
 
 GROUP = "ingest"
@@ -218,7 +219,9 @@ class Ingest:
             for image in images:
                 pipe.hmget(image_key(image), "creator", "version", "key")
             replies = await pipe.execute()
-        states = {member: _state(raw) for member, raw in zip(members, replies[0], strict=True)}
+        states = {
+            member: stored_state(raw) for member, raw in zip(members, replies[0], strict=True)
+        }
         flags = replies[1] if idem_keys else []
         seen = {key for key, flag in zip(keys, flags, strict=True) if flag is not None}
         found = {
@@ -277,6 +280,9 @@ class Ingest:
                 await self.register_once(
                     keys=[image_key(image_id)], args=register_args(entry), client=pipe
                 )
+                family = family_of(event.model_version)
+                if family is not None:
+                    pipe.sadd(family_images(family), image_id)
             await pipe.execute()
 
 
@@ -300,13 +306,3 @@ def _images_of(payload: ev.Payload) -> list[str]:
     if isinstance(payload, ev.PairRanked):
         return [payload.winner_image_id, payload.loser_image_id]
     return []
-
-
-def _state(stored: bytes | None) -> MemberState:
-    """A member state as stored by the append script: ``b"<version> <json>"``."""
-    if stored is None:
-        return MemberState()
-    version, state = stored.split(b" ", 1)
-    loaded = MemberState.model_validate_json(state)
-    assert loaded.version == int(version), f"state version {loaded.version} != {version!r}"
-    return loaded

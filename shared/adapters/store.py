@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
+
+from shared.domain.member import MemberState
 
 APPEND_BATCH = """
 -- One batch of ingest, all or nothing. KEYS: every key below (one partition, one slot).
@@ -118,3 +121,13 @@ def text(value: bytes | str | None) -> str:
 
 def texts(values: Sequence[bytes | str]) -> list[str]:
     return [text(v) for v in values]
+
+
+def stored_state(stored: Any) -> MemberState:
+    """A member's ingest state as the append script stores it: ``b"<version> <json>"``."""
+    if stored is None:
+        return MemberState()
+    version, state = stored.split(b" ", 1)
+    loaded = MemberState.model_validate_json(state)
+    assert loaded.version == int(version), f"state version {loaded.version} != {version!r}"
+    return loaded
