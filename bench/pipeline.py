@@ -64,7 +64,9 @@ def workload(members: int, grids: int, images: int, seed: int) -> list[dict[str,
         for grid in range(grids):
             shown = [f"b{i}" for i in rng.choice(images, 9, replace=False)]
             grid_id = f"m{member}g{grid}"
-            messages.append(inbound("GridServed", f"m{member}", {"grid_id": grid_id, "image_ids": shown}))
+            messages.append(
+                inbound("GridServed", f"m{member}", {"grid_id": grid_id, "image_ids": shown})
+            )
             for image in rng.choice(shown, 3, replace=False):
                 messages.append(inbound("ImagePicked", f"m{member}", {"grid_id": grid_id, "image_id": str(image)}))  # fmt: skip
     order = rng.permutation(members)
@@ -93,7 +95,9 @@ async def drained(client: aioredis.Redis, settings: Settings) -> bool:
     return True
 
 
-async def throughput(client: Client, settings: Settings, members: int, grids: int) -> tuple[int, float]:
+async def throughput(
+    client: Client, settings: Settings, members: int, grids: int
+) -> tuple[int, float]:
     images = 500
     rng = np.random.default_rng(0)
     catalog = [
