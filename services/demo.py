@@ -33,7 +33,19 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-async def scenario(client: Client, settings: Settings, seed: int, images: int) -> None:
+async def publish_prior(url: str) -> str:
+    """What an operator runs (an ops command, not part of the public contract)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.taste_model", "publish", "--from-catalog",
+        env={**os.environ, "REDIS_URL": url}, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await process.communicate()
+    if process.returncode:
+        raise RuntimeError("publishing the prior failed")
+    return out.decode().strip()
+
+
+async def scenario(client: Client, settings: Settings, url: str, seed: int, images: int) -> None:
     rng = np.random.default_rng(seed)
     world = make_world(WorldConfig(dim=settings.embed_dim, n_images=images), seed=seed)
     tastes = dict(zip(MEMBERS, world.sample_tastes(rng, len(MEMBERS)), strict=True))
@@ -53,31 +65,35 @@ async def scenario(client: Client, settings: Settings, seed: int, images: int) -
         for i in range(images)
     )  # fmt: skip
     await asyncio.sleep(1.0)
+    say("   an operator publishes a prior that tracks the catalog's main directions:")
+    say(
+        f"   $ python -m services.taste_model publish --from-catalog  ->  {await publish_prior(url)}"
+    )
 
     needed = settings.unlock_v7
     say(
-        f"2. Members pick 3 of every grid of 9 until their Global V7 Profile unlocks ({needed} picks)"
+        f"2. Members ask for grids (active learning) and pick 3 of 9 until unlocked ({needed} picks)"
     )
-    pool = [int(i) for i in world.serve_pool if versions[int(i)] == "7"]
+    index_of = {image_id: i for i, image_id in enumerate(image_ids)}
     for member in MEMBERS:
         picks = needed if member != "dave" else needed // 3
-        messages = []
-        grid = 0
+        grids = 0
         while picks > 0:
-            shown = [int(i) for i in rng.choice(pool, 9, replace=False)]
-            grid_id = f"{run}-{member}-g{grid}"
-            ids = [image_ids[i] for i in shown]
-            messages.append(inbound("GridServed", member, {"grid_id": grid_id, "image_ids": ids}))
-            order = world.choose(rng, tastes[member], world.embeddings[shown], min(3, picks))
-            for index in order:
-                messages.append(
-                    inbound("ImagePicked", member, {"grid_id": grid_id, "image_id": ids[index]})
+            grid = await client.grid(member)
+            if not grid.ok:
+                raise RuntimeError(f"no grid for {member}: {grid.error}")
+            shown = world.embeddings[[index_of[i] for i in grid.image_ids]]
+            order = world.choose(rng, tastes[member], shown, min(3, picks))
+            await client.publish_many(
+                inbound(
+                    "ImagePicked", member, {"grid_id": grid.grid_id, "image_id": grid.image_ids[i]}
                 )
+                for i in order
+            )
             picks -= len(order)
-            grid += 1
-        await client.publish_many(messages)
+            grids += 1
         say(
-            f"   {member:6s} {grid:3d} grids served, {sum(m['type'] == 'ImagePicked' for m in messages):3d} picks sent"
+            f"   {member:6s} {grids:3d} grids served, {needed if member != 'dave' else needed // 3:3d} picks"
         )
 
     say("3. Waiting for profiles to be projected and codes to be minted")
@@ -159,7 +175,7 @@ async def main_async(args: argparse.Namespace) -> None:
         url = stack.url
     try:
         async with Client(url, settings.partitions) as client:
-            await scenario(client, settings, args.seed, args.images)
+            await scenario(client, settings, url, args.seed, args.images)
     finally:
         if stack is not None:
             stack.stop()
