@@ -1,14 +1,14 @@
-"""code-minter: profile changes in, ``CodeMinted`` on the log. Run: ``faststream run services.code_minter.app:app``."""
+"""code-minter: profile changes in, ``CodeMinted`` on the log.
+
+Run: ``faststream run services.code_minter.app:app``.
+"""
 
 from __future__ import annotations
 
 from faststream import FastStream
-from faststream.redis import RedisBroker
-from faststream.specification import AsyncAPI
 
-from shared.adapters.follower import FollowerConfig, PartitionFollower
-from shared.adapters.lifecycle import Tasks, heartbeat, until_reachable
-from shared.adapters.store import connect
+from shared.adapters.follower import PartitionFollower
+from shared.adapters.service import service
 from shared.keys import Partition, all_partitions
 from shared.settings import Settings
 
@@ -17,47 +17,23 @@ from .minter import Minter
 SERVICE = "code-minter"
 
 
+def changes(partition: Partition) -> str:
+    return partition.changes
+
+
 def build(settings: Settings) -> FastStream:
-    broker = RedisBroker(settings.redis_url)
-    client = connect(settings.redis_url)
-    minter = Minter(client, settings)
-    tasks = Tasks()
-    app = FastStream(
-        broker,
-        specification=AsyncAPI(
-            title=SERVICE, version="1", description="Mints immutable codes for profile states."
-        ),
-    )
+    svc = service(SERVICE, "Mints immutable codes for profile states.", settings)
+    minter = Minter(svc.client, settings)
 
-    def stream(partition: Partition) -> str:
-        return partition.changes
-
-    @app.on_startup
-    async def wait_for_server() -> None:
-        await until_reachable(client, SERVICE)
-
-    @app.after_startup
+    @svc.app.after_startup
     async def start() -> None:
-        config = FollowerConfig(
-            role=SERVICE,
-            replica=settings.replica,
-            stream=stream,
-            position=minter.position_key,
-            batch_size=settings.batch_size,
-            lease_ms=settings.claim_idle_ms,
-            max_attempts=settings.max_deliveries,
-        )
+        config = svc.follower_config(changes, minter.position_key)
         follower = PartitionFollower(
-            client, config, all_partitions(settings.partitions), minter.apply
+            svc.client, config, all_partitions(settings.partitions), minter.apply
         )
-        tasks.start(follower.run(), "follow-changes")
-        tasks.start(heartbeat(client, SERVICE, settings.replica), "heartbeat")
+        svc.tasks.start(follower.run(), "follow-changes")
 
-    @app.on_shutdown
-    async def stop() -> None:
-        await tasks.stop()
-
-    return app
+    return svc.app
 
 
 app = build(Settings.from_env())

@@ -11,13 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from faststream import Context, FastStream
-from faststream.redis import ListSub, RedisBroker
+from faststream.redis import ListSub
 from faststream.redis.message import RedisMessage
-from faststream.specification import AsyncAPI
 
-from shared.adapters.lifecycle import Tasks, heartbeat, until_reachable
 from shared.adapters.rpc import answer
-from shared.adapters.store import connect
+from shared.adapters.service import service
 from shared.domain.listing import Listing
 from shared.domain.resolution import ResolveResponse
 from shared.keys import PROFILES_RPC, RESOLVE_RPC
@@ -29,12 +27,11 @@ SERVICE = "prompt-resolver"
 
 
 def build(settings: Settings) -> FastStream:
-    broker = RedisBroker(settings.redis_url)
-    client = connect(settings.redis_url)
+    svc = service(SERVICE, "Resolves --p in prompts into conditioning.", settings)
+    client = svc.client
     resolver = Resolver(client, settings)
-    tasks = Tasks()
 
-    @broker.subscriber(
+    @svc.broker.subscriber(
         list=ListSub(RESOLVE_RPC),
         title=RESOLVE_RPC,
         description="Resolve a prompt: send a ResolveRequest, get a ResolveResponse back.",
@@ -42,7 +39,7 @@ def build(settings: Settings) -> FastStream:
     async def on_resolve(body: Any, message: RedisMessage = Context("message")) -> ResolveResponse:
         return await answer(client, body, message, await resolver.handle(body))
 
-    @broker.subscriber(
+    @svc.broker.subscriber(
         list=ListSub(PROFILES_RPC),
         title=PROFILES_RPC,
         description="List a member's profiles and codes: send a ListRequest, get a Listing.",
@@ -52,26 +49,7 @@ def build(settings: Settings) -> FastStream:
     ) -> Listing | ResolveResponse:
         return await answer(client, body, message, await resolver.list_profiles(body))
 
-    app = FastStream(
-        broker,
-        specification=AsyncAPI(
-            title=SERVICE, version="1", description="Resolves --p in prompts into conditioning."
-        ),
-    )
-
-    @app.on_startup
-    async def wait_for_server() -> None:
-        await until_reachable(client, SERVICE)
-
-    @app.after_startup
-    async def start() -> None:
-        tasks.start(heartbeat(client, SERVICE, settings.replica), "heartbeat")
-
-    @app.on_shutdown
-    async def stop() -> None:
-        await tasks.stop()
-
-    return app
+    return svc.app
 
 
 app = build(Settings.from_env())
