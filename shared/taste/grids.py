@@ -4,15 +4,19 @@
 
 ``thompson``: each slot is the best not-yet-chosen image under its own posterior sample.
 
-``active``: greedy expected-information design. From a pool of plausible, uncertain images
-(upper confidence bound on utility, plus each posterior sample's favourites) it adds, one at
-a time, the image that most reduces the *catalog-weighted* posterior variance
+``active``: greedy expected-information design. The pool is the most promising images
+(highest upper confidence bound on utility, so grids can stay pleasant) plus a random sample
+of the rest (diversity). The grid opens with a random image of the diverse part, then adds,
+one at a time, the image that most reduces the *catalog-weighted* posterior variance
 ``tr(Cov_catalog @ Sigma)`` expected from the member's top-k choice out of the grid (Laplace
-update with the Plackett-Luce Fisher information at probabilities softened by the posterior
-uncertainty). That is exactly the variance of the predicted utility difference between two
-random catalog images, the error that held-out pair accuracy is made of. Because a choice
-only teaches where the shown images differ, the criterion itself keeps grids diverse; the
-pool keeps them pleasant (every image is plausibly liked).
+update with the expected Plackett-Luce top-k Fisher information at choice probabilities
+softened by the posterior uncertainty). That is the expected squared error of the predicted
+utility difference between two random catalog images, the error held-out pair accuracy is
+made of. A choice only teaches where the shown images differ, so the criterion itself keeps
+grids diverse.
+
+Callers should pass as candidates only images the member has not been shown yet: showing
+the same image again and again adds little and makes picks foregone.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ def choose_grid(
     *,
     picks: int = 3,
     pool_size: int = 96,
+    pool_promising: float = 0.25,
 ) -> list[int]:
     """Row indices (distinct, in display order) of ``candidates`` to show next.
 
@@ -52,7 +57,9 @@ def choose_grid(
     if strategy == "thompson":
         return _thompson(learner, x, size, rng)
     if strategy == "active":
-        return _active(learner, x, size, rng, picks=picks, pool_size=pool_size)
+        return _active(
+            learner, x, size, rng, picks=picks, pool_size=pool_size, promising=pool_promising
+        )
     raise ValueError(f"unknown grid strategy {strategy!r}; expected one of {STRATEGIES}")
 
 
@@ -60,17 +67,16 @@ def _posterior_samples(
     learner: TasteLearner, x: np.ndarray, b: np.ndarray, n_samples: int, rng: np.random.Generator
 ) -> np.ndarray:
     """Utilities of every candidate under ``n_samples`` posterior draws, (n_samples, n)."""
-    a, s, tau2 = learner.subspace_posterior()
+    _, s, tau2 = learner.subspace_posterior()
     basis = learner.prior.basis
-    mean_u = x @ learner.mean()
-    r = a.shape[0]
-    out = np.tile(mean_u, (n_samples, 1))
+    r = basis.shape[0]
+    out = np.tile(x @ learner.mean(), (n_samples, 1))
     if r:
         chol = np.linalg.cholesky(s + 1e-12 * np.eye(r))
         out += (rng.standard_normal((n_samples, r)) @ chol.T) @ b.T
     g = rng.standard_normal((n_samples, x.shape[1]))
-    g = g - (g @ basis.T) @ basis
-    out += np.sqrt(tau2) * (g @ x.T)
+    # residual draw: g projected off the basis, dotted with x
+    out += np.sqrt(tau2) * (g @ x.T - (g @ basis.T) @ b.T)
     return np.asarray(out)
 
 
@@ -82,8 +88,7 @@ def _thompson(
     chosen: list[int] = []
     taken = np.zeros(x.shape[0], dtype=bool)
     for row in samples:
-        row = np.where(taken, -np.inf, row)
-        j = int(np.argmax(row))
+        j = int(np.argmax(np.where(taken, -np.inf, row)))
         chosen.append(j)
         taken[j] = True
     return chosen
@@ -97,68 +102,83 @@ def _active(
     *,
     picks: int,
     pool_size: int,
+    promising: float,
 ) -> list[int]:
     basis = learner.prior.basis
-    a, s, tau2 = learner.subspace_posterior()
+    _, s, tau2 = learner.subspace_posterior()
     d, r = learner.prior.dim, learner.prior.rank
+    n = x.shape[0]
     b = x @ basis.T  # (n, r)
     mean_u, var_u = learner.predict(x)
-    sd_u = np.sqrt(np.maximum(var_u, 0.0))
 
-    # catalog covariance, in the prior subspace plus an isotropic remainder
+    # catalog covariance: full in the prior subspace, isotropic (kappa per dim) outside it
     centred_b = b - b.mean(axis=0)
-    k_sub = centred_b.T @ centred_b / max(x.shape[0] - 1, 1)
-    total_var = float(np.sum(np.var(x, axis=0, ddof=1)))
+    k_sub = centred_b.T @ centred_b / max(n - 1, 1)
+    total_var = float(np.sum(np.var(x, axis=0, ddof=1))) if n > 1 else 0.0
     kappa = max(total_var - float(np.trace(k_sub)), 0.0) / max(d - r, 1)
 
-    # pool: plausible and uncertain images, plus every posterior sample's favourites
-    n = x.shape[0]
-    pool_size = min(pool_size, n)
-    ucb = mean_u + sd_u
-    pool_set = set(np.argsort(-ucb, kind="stable")[: pool_size // 2].tolist())
-    samples = _posterior_samples(learner, x, b, 8, rng)
-    per_sample = max(1, (pool_size - len(pool_set)) // samples.shape[0] + 1)
-    for row in samples:
-        pool_set.update(np.argsort(-row, kind="stable")[:per_sample].tolist())
-    pool = np.array(sorted(pool_set), dtype=np.int64)
-    import os
+    # pool: the most promising images (upper confidence bound) plus a random sample
+    pool_size = max(size, min(pool_size, n))
+    ucb = mean_u + np.sqrt(np.maximum(var_u, 0.0))
+    n_top = max(1, min(pool_size, round(promising * pool_size)))
+    top = np.argsort(-ucb, kind="stable")[:n_top]
+    rest = np.setdiff1d(np.arange(n), top)
+    extra = rng.choice(rest, size=min(pool_size - n_top, rest.size), replace=False)
+    pool = np.concatenate([top, np.sort(extra)])
 
-    if os.environ.get("POOLMODE") == "random":
-        pool = np.sort(rng.choice(n, size=int(os.environ.get("POOLN", pool_size)), replace=False))
-
-    xp_pool = x[pool]
     b_pool = b[pool]
-    res_pool = xp_pool - b_pool @ basis
+    x_pool = x[pool]
     sb = s @ b_pool.T  # (r, P)
-    c_pool = b_pool @ sb + tau2 * (res_pool @ res_pool.T)
-    g_pool = sb.T @ k_sub @ sb + (tau2**2) * kappa * (res_pool @ res_pool.T)
-    # softened choice logits (probit-style correction for utility uncertainty)
+    # residual Gram matrix: x_i . x_j - b_i . b_j
+    res_gram = x_pool @ x_pool.T - b_pool @ b_pool.T
+    c_pool = b_pool @ sb + tau2 * res_gram
+    g_pool = sb.T @ k_sub @ sb + (tau2**2) * kappa * res_gram
+    # choice logits softened by the utility uncertainty (probit approximation)
     logits = mean_u[pool] / np.sqrt(1.0 + np.pi * var_u[pool] / 8.0)
 
-    chosen = [int(np.argmax(ucb[pool]))]
+    # Open with a random image of the diverse part (not the favourite: a grid built around
+    # the image the member is already known to pick wastes a pick on a foregone choice),
+    # then add greedily the image that most reduces the expected catalog-weighted variance.
+    first = int(rng.integers(n_top, len(pool))) if len(pool) > n_top else 0
+    chosen = [first]
     remaining = np.ones(len(pool), dtype=bool)
-    remaining[chosen[0]] = False
+    remaining[first] = False
     while len(chosen) < size:
         cand = np.flatnonzero(remaining)
-        sets = np.concatenate(
-            [np.tile(np.array(chosen), (len(cand), 1)), cand[:, None]], axis=1
-        )  # (m, t)
+        sets = np.concatenate([np.tile(np.array(chosen), (cand.size, 1)), cand[:, None]], axis=1)
         t = sets.shape[1]
-        lg = logits[sets]
-        p = np.exp(lg - lg.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
-        n_pick = min(picks, t - 1)
-        h = n_pick * (p[:, :, None] * np.eye(t)[None] - p[:, :, None] * p[:, None, :])
+        eye = np.eye(t)
+        h = _expected_topk_information(logits[sets], min(picks, t - 1))
         c = c_pool[sets[:, :, None], sets[:, None, :]]
         g = g_pool[sets[:, :, None], sets[:, None, :]]
-        jac = np.eye(t)[None] + c @ h
-        # M = H (I + C H)^-1 ; score = tr(M G)
-        m = np.linalg.solve(np.transpose(jac, (0, 2, 1)), np.transpose(h, (0, 2, 1)))
-        m = np.transpose(m, (0, 2, 1))
+        # Laplace update: Sigma' = Sigma - Sigma X^T M X Sigma with M = H (I + C H)^-1;
+        # the catalog-weighted variance drops by tr(M G), G = X Sigma K Sigma X^T
+        jac_t = np.transpose(eye[None] + c @ h, (0, 2, 1))
+        m = np.transpose(np.linalg.solve(jac_t, np.transpose(h, (0, 2, 1))), (0, 2, 1))
         score = np.einsum("mij,mji->m", m, g)
         best = int(cand[int(np.argmax(score))])
         chosen.append(best)
         remaining[best] = False
-    out = [int(pool[i]) for i in chosen]
-    order = rng.permutation(len(out))
-    return [out[i] for i in order]
+    picked = [int(pool[i]) for i in chosen]
+    return [picked[i] for i in rng.permutation(len(picked))]
+
+
+def _expected_topk_information(logits: np.ndarray, picks: int) -> np.ndarray:
+    """Expected Plackett-Luce Fisher information (in utility space) of ``picks`` sequential
+    picks from each set of logits, (m, t) -> (m, t, t).
+
+    Stage by stage, an image still available with probability ``avail`` is chosen with
+    probability proportional to ``avail * exp(logit)``; its expected removal lowers its
+    availability for the next stage ("soft removal"), so later picks' information among
+    the remaining images counts even when one image dominates the first pick.
+    """
+    m, t = logits.shape
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    avail = np.ones((m, t))
+    h = np.zeros((m, t, t))
+    for _ in range(picks):
+        q = avail * e
+        q /= np.maximum(q.sum(axis=1, keepdims=True), 1e-300)
+        h += q[:, :, None] * np.eye(t)[None] - q[:, :, None] * q[:, None, :]
+        avail = np.maximum(avail - q, 0.0)
+    return h

@@ -2,9 +2,10 @@
 
 Model: a member's utility for an image with unit embedding ``x`` is ``x . w``. Picking
 ``p_1, p_2, ...`` (in that order) from a shown grid follows the Plackett-Luce top-k model
-(each pick is a softmax over the images not yet picked); a ranked pair is the two-image case
-(Bradley-Terry). A like is weak Gaussian evidence that the liked image beats the average
-image seen so far.
+(each pick is a softmax over the images not yet picked, mixed with a small ``LAPSE`` rate of
+random clicks); a ranked pair is the two-image case (Bradley-Terry). A like is weak Gaussian
+evidence that the liked image beats the average image seen so far; an unlike divides it
+back out.
 
 Posterior: Gaussian, with the structure of the population prior (see ``prior.py``)::
 
@@ -39,6 +40,9 @@ _NEWTON_STEPS = 6
 #: with Gaussian noise of variance LIKE_NOISE: weaker than a pick out of a grid.
 LIKE_MARGIN = 1.0
 LIKE_NOISE = 2.0
+#: Assumed rate of random clicks (misclicks, casual picks) in grids and pairs.
+#: A generic allowance, not fitted to any data; results are insensitive to it (0 to 0.2).
+LAPSE = 0.05
 #: Floor on the residual variance so the learner never freezes completely.
 _MIN_TAU2 = 1e-8
 
@@ -162,9 +166,10 @@ class TasteLearner:
         """Posterior mean and variance of the utility of each image row."""
         x = _as_matrix(images, self._prior.dim)
         b = x @ self._basis.T
-        xp = x - b @ self._basis
         mean_u = x @ self.mean()
-        var_u = np.einsum("ij,jk,ik->i", b, self._s, b) + self._tau2 * np.einsum("ij,ij->i", xp, xp)
+        # |x_perp|^2 = |x|^2 - |b|^2 because the basis rows are orthonormal
+        resid_sq = np.maximum(np.einsum("ij,ij->i", x, x) - np.einsum("ij,ij->i", b, b), 0.0)
+        var_u = np.einsum("ij,ij->i", b @ self._s, b) + self._tau2 * resid_sq
         return mean_u, var_u
 
     # ------------------------------------------------------------------ write side
@@ -238,11 +243,13 @@ class TasteLearner:
         g = np.zeros(k)
         h = np.zeros((k, k))
         for _ in range(_NEWTON_STEPS):
-            g, h = _pl_grad_hess(u, masks, picked_onehot)
+            g, h = _pl_grad_hess(u, masks, picked_onehot, LAPSE)
             f = u - mu - c @ g
             jac = eye + c @ h
             u = u - np.linalg.solve(jac, f)
-        g, h = _pl_grad_hess(u, masks, picked_onehot)
+        g, h = _pl_grad_hess(u, masks, picked_onehot, LAPSE)
+        if not (np.isfinite(u).all() and np.isfinite(g).all() and np.isfinite(h).all()):
+            return  # numerically hopeless event: leave the posterior as it was
         # mean: w* = w + Sigma X^T g*
         self._a = self._a + sb @ g
         self._z = self._z + self._tau2 * (xp.T @ g)
@@ -282,15 +289,28 @@ class TasteLearner:
 
 
 def _pl_grad_hess(
-    u: np.ndarray, masks: np.ndarray, picked_onehot: np.ndarray
+    u: np.ndarray, masks: np.ndarray, picked_onehot: np.ndarray, lapse: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Gradient and negative Hessian of the Plackett-Luce log-likelihood in utility space."""
+    """Gradient and (Gauss-Newton) negative Hessian of the Plackett-Luce log-likelihood.
+
+    With ``lapse`` > 0 each pick is a mixture: with probability ``lapse`` a random click
+    among the remaining images. A pick's softmax terms are then weighted by the posterior
+    responsibility that it was a real choice, so surprising picks move the taste less.
+    """
     logits = np.where(masks, u[None, :], -np.inf)
     logits = logits - logits.max(axis=1, keepdims=True)
     p = np.exp(logits)
     p = p / p.sum(axis=1, keepdims=True)
-    g = (picked_onehot - p).sum(axis=0)
-    h = np.diag(p.sum(axis=0)) - p.T @ p
+    if lapse > 0.0:
+        p_pick = (p * picked_onehot).sum(axis=1)
+        n_left = masks.sum(axis=1)
+        real = (1.0 - lapse) * p_pick
+        resp = real / (real + lapse / n_left)
+    else:
+        resp = np.ones(p.shape[0])
+    g = (resp[:, None] * (picked_onehot - p)).sum(axis=0)
+    pw = resp[:, None] * p
+    h = np.diag(pw.sum(axis=0)) - p.T @ pw
     return g, 0.5 * (h + h.T)
 
 

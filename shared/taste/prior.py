@@ -187,8 +187,8 @@ def estimate_prior(
     *,
     catalog: np.ndarray | None = None,
     catalog_rank: int = 0,
-    posterior_variance: np.ndarray | float | None = None,
-    min_variance_ratio: float = 1.5,
+    posterior_covariance: np.ndarray | float | None = None,
+    min_variance_ratio: float = 1.2,
     min_residual_variance: float = 1e-4,
 ) -> TastePrior:
     """Estimate a population prior from learned taste vectors of earlier profiles.
@@ -196,16 +196,19 @@ def estimate_prior(
     Args:
         taste_vectors: (n, d) learned taste vectors, in utility units, i.e. the learners'
             posterior means (``TasteLearner.mean()``), not unit directions.
-        rank: number of population directions to keep (fewer if the data do not support them).
+        rank: most population directions to keep (fewer if the data do not support them).
         catalog: optional (m, d) catalog embeddings; their top ``catalog_rank`` principal
             directions (orthogonalised against the population ones) are added to the basis
             with the residual variance, so the learner tracks a full covariance there too.
-        posterior_variance: optional per-profile (n,) or shared mean posterior variance of
-            the learned vectors (``TasteLearner.uncertainty()``). By the law of total
-            variance the population covariance is the spread of the posterior means plus
-            the average posterior covariance; adding it back undoes the learners' shrinkage.
-        min_variance_ratio: a direction is kept only if its variance exceeds the noise floor
-            (the mean of the remaining eigenvalues) by this ratio.
+        posterior_covariance: optional average posterior covariance of those profiles,
+            either a (d, d) matrix (mean of ``TasteLearner.covariance()``) or a scalar
+            (mean ``TasteLearner.uncertainty()``). By the law of total variance the
+            population covariance is the spread of the posterior means plus the average
+            posterior covariance; adding it back undoes the learners' shrinkage. Repeating
+            "learn the profiles under the new prior, re-estimate" is an EM iteration.
+        min_variance_ratio: a direction is kept only if its variance exceeds by this ratio
+            the largest eigenvalue that pure noise at the level of the remaining eigenvalues
+            would produce with ``n`` samples (the Marchenko-Pastur edge).
 
     The noise floor (mean eigenvalue outside the kept directions) becomes the isotropic
     residual variance; kept directions get their eigenvalue as prior variance.
@@ -218,26 +221,35 @@ def estimate_prior(
     n, d = v.shape
     mean = v.mean(axis=0)
     centred = v - mean
-    # Thin SVD of the centred data: eigenvalues of the sample covariance without forming it.
-    _, svals, vt = np.linalg.svd(centred, full_matrices=False)
-    eig = svals**2 / (n - 1)
-    extra = 0.0
-    if posterior_variance is not None:
-        extra = float(np.mean(np.asarray(posterior_variance, dtype=np.float64)))
-        if not np.isfinite(extra) or extra < 0:
-            raise ValueError("posterior_variance must be finite and non-negative")
+    cov = centred.T @ centred / (n - 1)
+    if posterior_covariance is not None:
+        extra = np.asarray(posterior_covariance, dtype=np.float64)
+        if extra.ndim == 0:
+            cov = cov + float(extra) * np.eye(d)
+        elif extra.shape == (d, d):
+            cov = cov + 0.5 * (extra + extra.T)
+        else:
+            raise ValueError(f"posterior_covariance must be a scalar or ({d}, {d})")
+        if not np.isfinite(cov).all():
+            raise ValueError("posterior_covariance contains non-finite values")
+    eig, vecs = np.linalg.eigh(cov)
+    order = np.argsort(-eig, kind="stable")
+    eig = np.maximum(eig[order], 0.0)
+    vt = vecs[:, order].T
     total_trace = float(eig.sum())
-    max_rank = max(0, min(int(rank), vt.shape[0], d - 1))
+    max_rank = max(0, min(int(rank), d - 1))
     keep = 0
     for k in range(max_rank):
         floor = (total_trace - eig[:k].sum() - eig[k]) / max(d - k - 1, 1)
-        if eig[k] < min_variance_ratio * max(floor, 1e-300):
+        # largest eigenvalue pure noise would give (Marchenko-Pastur edge)
+        edge = floor * (1.0 + np.sqrt((d - k) / max(n - 1, 1))) ** 2
+        if eig[k] < min_variance_ratio * max(edge, 1e-300):
             break
         keep = k + 1
     floor = (total_trace - float(eig[:keep].sum())) / max(d - keep, 1)
-    residual = max(floor + extra, min_residual_variance)
+    residual = max(floor, min_residual_variance)
     basis = _canonical_signs(vt[:keep])
-    variances = eig[:keep] + extra
+    variances = eig[:keep].copy()
     if catalog is not None and catalog_rank > 0:
         basis, variances = _add_catalog_directions(
             basis, variances, catalog, catalog_rank, residual

@@ -27,6 +27,7 @@ class WorldConfig:
     n_images: int = 3000
     heldout_fraction: float = 0.2
     n_styles: int = 32
+    style_zipf: float = 0.0  # style popularity ~ 1 / rank**style_zipf (0: equal sizes)
     style_weight: float = 0.75  # cosine between an image and its style centre
     taste_rank: int = 12
     share_mean: float = 0.25  # shares of between-image utility variance
@@ -121,14 +122,15 @@ def make_world(config: WorldConfig | None = None, seed: int = 0) -> World:
     rng = np.random.default_rng(seed)
     d = cfg.dim
     centres = _unit(rng.standard_normal((cfg.n_styles, d)))
-    style = rng.integers(cfg.n_styles, size=cfg.n_images)
+    popularity = 1.0 / np.arange(1, cfg.n_styles + 1) ** cfg.style_zipf
+    style = rng.choice(cfg.n_styles, size=cfg.n_images, p=popularity / popularity.sum())
     own = rng.standard_normal((cfg.n_images, d))
     own = own - np.sum(own * centres[style], axis=1, keepdims=True) * centres[style]
     own = _unit(own)
     cw = cfg.style_weight
     emb = _unit(cw * centres[style] + np.sqrt(1 - cw**2) * own)
     perm = rng.permutation(cfg.n_images)
-    n_hold = max(2, int(round(cfg.heldout_fraction * cfg.n_images)))
+    n_hold = max(2, round(cfg.heldout_fraction * cfg.n_images))
     heldout_pool = np.sort(perm[:n_hold])
     serve_pool = np.sort(perm[n_hold:])
 

@@ -49,22 +49,37 @@ def test_small_candidate_sets_and_errors() -> None:
         choose_grid(learner, cands, 0, np.random.default_rng(0))
 
 
-def test_active_grid_opens_with_a_promising_image_and_stays_diverse() -> None:
+def test_active_grid_stays_diverse() -> None:
     learner, cands = _setup(seed=3)
     grid = choose_grid(learner, cands, 9, np.random.default_rng(2), "active")
-    mean_u, var_u = learner.predict(cands)
-    best = int(np.argmax(mean_u + np.sqrt(var_u)))
-    assert best in grid
     sims = cands[grid] @ cands[grid].T
     assert np.max(sims - np.eye(9)) < 0.99  # no near-duplicates
 
 
-def test_active_grid_is_fast_enough() -> None:
-    import time
+def test_active_grids_teach_more_than_random_ones() -> None:
+    """Expected catalog-weighted posterior variance after one grid: active < random."""
+    rng = np.random.default_rng(4)
+    learner, cands = _setup(seed=4)
+    basis = learner.prior.basis
+    b = cands @ basis.T
+    k_sub = np.cov(b.T)
+    taste = learner.mean() + 2.0 * rng.standard_normal(cands.shape[1]) / np.sqrt(48)
 
-    learner, cands = _setup(n=2400, dim=256)
-    rng = np.random.default_rng(0)
-    start = time.perf_counter()
-    for _ in range(10):
-        choose_grid(learner, cands, 9, rng, "active")
-    assert (time.perf_counter() - start) / 10 < 0.1
+    def after(grid: list[int]) -> float:
+        total = 0.0
+        for rep in range(6):
+            copy = TasteLearner.from_state(learner.prior, learner.state())
+            u = cands[grid] @ taste
+            order: list[int] = []
+            left = list(range(len(grid)))
+            pick_rng = np.random.default_rng(rep)
+            for _ in range(3):
+                p = np.exp(u[left] - u[left].max())
+                order.append(left.pop(int(pick_rng.choice(len(left), p=p / p.sum()))))
+            copy.observe_grid(cands[grid], order)
+            total += float(np.trace(k_sub @ copy.subspace_posterior()[1]))
+        return total / 6
+
+    active = np.mean([after(choose_grid(learner, cands, 9, rng, "active")) for _ in range(6)])
+    random = np.mean([after(choose_grid(learner, cands, 9, rng, "random")) for _ in range(6)])
+    assert active < random
