@@ -279,6 +279,14 @@ def _from_profile(
             token,
             position,
         )
+    if profile.latest_code is None and profile.unlocked:
+        raise Refusal(
+            "CODE_PENDING",
+            f"your {profile.family.upper()} profile {profile.name!r} just unlocked and its first "
+            "code is being minted: try again in a moment",
+            token,
+            position,
+        )
     if profile.latest_code is None:
         raise Refusal(
             "PROFILE_LOCKED",

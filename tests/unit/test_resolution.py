@@ -285,3 +285,10 @@ def test_an_owner_sees_the_current_name_of_a_codes_profile() -> None:
     )
     response = run("a cat --p mmmmmm1", renamed)
     assert response.entries[0].profile_name == "Calm"
+
+
+def test_an_unlocked_profile_whose_first_code_is_still_being_minted_says_so() -> None:
+    fresh = member_view("fay", summary("gfay", is_global=True, picks=3))
+    response = run("a cat --p", fresh, member_id="fay")
+    assert response.error is not None and response.error.code == "CODE_PENDING"
+    assert "try again in a moment" in response.error.message
