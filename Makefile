@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
 
-.PHONY: install run demo test test-fast lint format bench bench-learning faults docs replay export clean
+.PHONY: install run demo test test-fast lint format bench bench-learning faults docs replay export dead-letters clean
 
 install: $(STAMP)
 
@@ -50,6 +50,9 @@ replay: install  ## rebuild every read model from the log into a fresh generatio
 
 export: install  ## the whole event log to data/log.jsonl (restore with: python -m services.replay import FILE)
 	$(PY) -m services.replay export data/log.jsonl
+
+dead-letters: install  ## every dead letter with its reason (redrive: python -m services.redrive redrive --code CODE)
+	$(PY) -m services.redrive list
 
 docs: install  ## AsyncAPI documents of the four services into docs/asyncapi
 	$(VENV)/bin/faststream docs gen services.contract:app --out docs/asyncapi.json

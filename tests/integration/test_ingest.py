@@ -110,3 +110,24 @@ async def _stat(client: aioredis.Redis, name: str) -> int:
         value = await client.hget(Partition(index).stats, name)
         total += int(value or 0)
     return total
+
+
+async def test_a_dead_letter_is_redriven_after_the_fix(settings: Settings) -> None:
+    from services.redrive import letters, redrive
+
+    early = inbound("GridServed", "zoe", {"grid_id": "z1", "image_ids": ["late0", "late1"]})
+    async with build(settings), Client(settings.redis_url, settings.partitions) as client:
+        await client.publish(early)
+        found = await eventually(
+            lambda: letters(client.redis, settings), lambda rows: len(rows) == 1
+        )
+        assert found[0][2].code == "UNKNOWN_IMAGE"
+        await register(client, catalog(2, settings.embed_dim, prefix="late"))
+        assert await redrive(client.redis, settings, code="UNKNOWN_IMAGE") == (1, [])
+        events = await eventually(
+            lambda: log_events(client.redis, settings.partitions),
+            lambda found: any(e.type == "GridServed" for e in found),
+        )
+        assert await letters(client.redis, settings) == []
+    served = [e for e in events if e.type == "GridServed"]
+    assert [e.event_id for e in served] == [early["idempotency_key"]]
