@@ -9,8 +9,9 @@ Run: ``.venv/bin/python -m bench.learning [--members 200 ...]``
    nothing about tastes), ``estimate_prior`` is fitted on the learned profiles, and the
    profiles are re-learned under the new prior (EM rounds, replaying the same events).
 3. For each grid strategy (random, active) every test member picks 3 of 9 per grid; every
-   learner sees the same events (active grids are chosen from our posterior):
-   centroid of picks, picked-minus-unpicked centroid, L2-regularised Bradley-Terry, ours.
+   learner sees the same events (active grids are chosen from our posterior; no image is
+   shown twice to a member): centroid of picks, picked-minus-unpicked centroid,
+   L2-regularised Bradley-Terry (followed to ``--bt-horizon`` picks on random grids), ours.
 4. Reports expected held-out pairwise accuracy (exact expectation under the member's noisy
    choice model), the oracle's (the hidden taste's) accuracy, cosine to the hidden taste and
    N@90%: picks after which the median member's (acc - 0.5) / (oracle - 0.5) reaches 0.9.
@@ -517,7 +518,7 @@ def parse_args(argv: list[str] | None) -> Settings:
     p.add_argument("--members", type=int, default=200)
     p.add_argument("--prior-members", type=int, default=400)
     p.add_argument("--prior-picks", type=int, default=600)
-    p.add_argument("--prior-rounds", type=int, default=8)
+    p.add_argument("--prior-rounds", type=int, default=6)
     p.add_argument("--prior-rank", type=int, default=32)
     p.add_argument("--grid-size", type=int, default=9)
     p.add_argument("--picks-per-grid", type=int, default=3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pytest
 
@@ -41,16 +43,21 @@ def _events(rng: np.random.Generator, n: int, dim: int = DIM) -> list[tuple[str,
     return events
 
 
+def _apply(learner: TasteLearner, kind: str, payload: object) -> None:
+    if kind == "grid":
+        shown, picked = cast(tuple[np.ndarray, list[int]], payload)
+        learner.observe_grid(shown, picked)
+    elif kind == "pair":
+        pair = cast(np.ndarray, payload)
+        learner.observe_pair(pair[0], pair[1])
+    else:
+        learner.observe_like(cast(np.ndarray, payload))
+
+
 def _replay(prior: TastePrior, events: list[tuple[str, object]]) -> TasteLearner:
     learner = TasteLearner(prior)
     for kind, payload in events:
-        if kind == "grid":
-            shown, picked = payload  # type: ignore[misc]
-            learner.observe_grid(shown, picked)
-        elif kind == "pair":
-            learner.observe_pair(payload[0], payload[1])  # type: ignore[index]
-        else:
-            learner.observe_like(payload)  # type: ignore[arg-type]
+        _apply(learner, kind, payload)
     return learner
 
 
@@ -122,13 +129,7 @@ def test_state_is_deterministic_and_round_trips() -> None:
     resumed = TasteLearner.from_state(prior, first.state())
     assert resumed.state() == first.state()
     for kind, payload in events[30:]:
-        if kind == "grid":
-            shown, picked = payload  # type: ignore[misc]
-            resumed.observe_grid(shown, picked)
-        elif kind == "pair":
-            resumed.observe_pair(payload[0], payload[1])  # type: ignore[index]
-        else:
-            resumed.observe_like(payload)  # type: ignore[arg-type]
+        _apply(resumed, kind, payload)
     assert resumed.state() == a.state()
     assert resumed.evidence == a.evidence
     assert np.array_equal(resumed.vector(), a.vector())
