@@ -16,8 +16,8 @@ import redis.asyncio as aioredis
 from shared.adapters.follower import Entry
 from shared.adapters.store import MINT_AT_POSITION, text
 from shared.domain import events as ev
-from shared.domain.codes import candidate, mint_due
-from shared.keys import Partition, partition_of
+from shared.domain.codes import candidates, mint_due
+from shared.keys import Partition
 from shared.settings import Settings
 
 
@@ -113,10 +113,8 @@ class Minter:
         return Mint(code, change, event.to_bytes())
 
     async def _free_code(self, partition: Partition, profile_id: str, evidence: int) -> str:
-        for salt in range(100_000):
-            code = candidate(profile_id, evidence, salt)
-            if partition_of(code, self.settings.partitions) != partition.index:
-                continue
+        """The first candidate not claimed by another state (the script checks it again)."""
+        for code in candidates(profile_id, evidence, partition.index, self.settings.partitions):
             claim = await self.client.get(partition.minter_code(code))
             if claim is None or text(claim) == f"{profile_id}|{evidence}":
                 return code

@@ -8,7 +8,7 @@ in another partition (a code's partition is ``partition_of(code)``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -31,6 +31,17 @@ def candidate(profile_id: str, evidence: int, salt: int) -> str:
     return "".join(chars)
 
 
+MAX_SALT = 100_000
+
+
+def candidates(profile_id: str, evidence: int, partition: int, partitions: int) -> Iterator[str]:
+    """This state's candidate codes that live in ``partition``, in their fixed order."""
+    for salt in range(MAX_SALT):
+        code = candidate(profile_id, evidence, salt)
+        if partition_of(code, partitions) == partition:
+            yield code
+
+
 def derive_code(
     profile_id: str,
     evidence: int,
@@ -39,9 +50,8 @@ def derive_code(
     taken: Callable[[str], bool] = lambda code: False,
 ) -> str:
     """The first candidate for this state that lives in ``partition`` and is not taken."""
-    for salt in range(100_000):
-        code = candidate(profile_id, evidence, salt)
-        if partition_of(code, partitions) == partition and not taken(code):
+    for code in candidates(profile_id, evidence, partition, partitions):
+        if not taken(code):
             return code
     raise RuntimeError(f"no free code for profile {profile_id!r} at evidence {evidence}")
 
