@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@rm -f $(VENV)/.installed-* && touch $@
 
 run: install  ## the four services and an embedded Valkey server; Ctrl-C stops all
-	$(PY) -m services.supervisor
+	$(PY) -m services.supervisor $(ARGS)
 
 demo: install  ## a realistic scenario through the public contract
 	$(PY) -m services.demo
