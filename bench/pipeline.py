@@ -147,7 +147,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.setdefault("PZ_PARTITIONS", "4")
     os.environ.setdefault("PZ_UNLOCK_V7", "30")
     settings = Settings.from_env()
-    stack = Stack(Path(tempfile.mkdtemp(prefix="pz-bench-")), quiet=True)
+    stack = Stack(Path(tempfile.mkdtemp(prefix="pz-bench-")), replicas=args.replicas, quiet=True)
     progress("starting the server and the four services...")
     stack.start()
     try:
@@ -187,6 +187,7 @@ def main() -> None:
     parser.add_argument("--grids", type=int, default=10, help="grids per member (3 picks each)")
     parser.add_argument("--events", type=int, default=50_000, help="raw baseline entries")
     parser.add_argument("--calls", type=int, default=2000, help="resolver round trips")
+    parser.add_argument("--replicas", type=int, default=1, help="processes per service")
     result = asyncio.run(run(parser.parse_args()))
     print()
     print("| measure | this system | raw baseline (same run) | ratio |")
