@@ -22,7 +22,7 @@ import redis
 
 from shared.acl import acl_rules, url_for, user_name
 from shared.adapters.lifecycle import alive_key
-from shared.adapters.server import EmbeddedServer
+from shared.adapters.server import EmbeddedServer, free_port, port_free
 from shared.settings import Settings
 
 SERVICES = {
@@ -57,7 +57,11 @@ class Stack:
     def start(self, timeout: float = 60.0) -> None:
         if not self.url:
             fsync = os.environ.get("PZ_APPENDFSYNC", "everysec")
-            self.server = EmbeddedServer(self.data_dir / "valkey", appendfsync=fsync).start()
+            port = int(os.environ.get("PZ_PORT", "6379"))
+            port = port if port_free(port) else free_port()
+            self.server = EmbeddedServer(
+                self.data_dir / "valkey", port=port, appendfsync=fsync
+            ).start()
             self.url = self.server.url
             self.say(f"embedded valkey on {self.url} (AOF {fsync}, data in {self.data_dir}/valkey)")
         if self.acl:

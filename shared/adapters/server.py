@@ -20,6 +20,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 class EmbeddedServer:
     """A Valkey server on loopback, persisting to ``data_dir`` with the append-only file on."""
 
