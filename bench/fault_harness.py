@@ -42,11 +42,11 @@ from services.supervisor import SERVICES, Stack
 from shared.adapters.generation import active_generation
 from shared.adapters.lifecycle import alive_key
 from shared.adapters.server import EmbeddedServer
+from shared.adapters.store import stored_state
 from shared.client import Client
 from shared.deadletter import DeadLetter
 from shared.domain.events import LoggedEvent
 from shared.domain.families import family_of
-from shared.domain.member import MemberState
 from shared.domain.views import MemberView
 from shared.keys import all_partitions, image_key, partition_for
 from shared.settings import Settings
@@ -948,7 +948,7 @@ async def compare_models(
         }
         wrong += _differences(sim.member, "read model", got, want)
         stored: Any = await client.get(partition.member_state(sim.member))
-        state = _member_state(stored)
+        state = stored_state(stored)
         got = state.model_dump(include={"personalization", "default_version", "defaults"})
         got["profiles"] = {
             i: (p.ratings, p.name, p.deleted, p.is_global, p.family)
@@ -958,11 +958,6 @@ async def compare_models(
         want |= {"liked": sorted(sim.liked), "events": events[sim.member]}
         wrong += _differences(sim.member, "ingest state", got, want)
     return wrong
-
-
-def _member_state(stored: bytes | None) -> MemberState:
-    """A member state as ingest's append script stores it: ``b"<version> <json>"``."""
-    return MemberState.model_validate_json(stored.split(b" ", 1)[1]) if stored else MemberState()
 
 
 def service_log_findings(data_dir: Path) -> dict[str, int]:

@@ -17,6 +17,7 @@ from shared.domain.resolution import (
     lookups,
     resolve,
 )
+from shared.domain.rpc import invalid
 from shared.domain.views import CodeView, MemberView, ProfileModel
 from shared.keys import partition_for
 from shared.prompt.grammar import PromptError, parse_prompt
@@ -128,6 +129,5 @@ def _failure(code: str, message: str, token: str = "", position: int = -1) -> Re
 
 
 def _invalid(error: ValidationError) -> ResolveResponse:
-    first = error.errors(include_url=False)[0]
-    where = ".".join(str(p) for p in first["loc"]) or "request"
-    return _failure("INVALID_REQUEST", f"{where}: {first['msg']}", where)
+    where, message = invalid(error)
+    return _failure("INVALID_REQUEST", message, where)

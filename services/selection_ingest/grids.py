@@ -25,6 +25,7 @@ from shared.client import inbound
 from shared.domain.families import family_of
 from shared.domain.grids import GridReply, GridRequest
 from shared.domain.member import MemberState
+from shared.domain.rpc import invalid
 from shared.domain.views import PriorView, ProfileModel
 from shared.keys import family_images, image_key, partition_for
 from shared.settings import Settings
@@ -46,9 +47,7 @@ class GridService:
         try:
             request = GridRequest.model_validate(body)
         except ValidationError as error:
-            first = error.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"]) or "request"
-            return GridReply(ok=False, error=f"{where}: {first['msg']}")
+            return GridReply(ok=False, error=invalid(error)[1])
         try:
             return await self.serve(request)
         except LookupError as error:

@@ -7,20 +7,14 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from .rpc import RpcRequest
 from .views import CodeView, MemberView
 
 
-class ListRequest(BaseModel):
+class ListRequest(RpcRequest):
     """RPC request to ``pz:rpc:profiles``."""
 
-    schema_version: int = 1
-    member_id: str = Field(min_length=1, max_length=64)
     include_deleted: bool = Field(default=False, description="also list deleted profiles")
-    reply_to: str | None = Field(
-        default=None,
-        max_length=200,
-        description="plain-JSON callers: the list to push the reply to",
-    )
 
 
 class ProfileListing(BaseModel):

@@ -17,20 +17,14 @@ from shared.prompt.grammar import ParsedPrompt, PValue, render_prompt, strength
 
 from .events import decode_vector
 from .families import DEFAULT_VERSION, family_of, usable_with
+from .rpc import RpcRequest
 from .views import CodeView, MemberView, ProfileSummary
 
 
-class ResolveRequest(BaseModel):
+class ResolveRequest(RpcRequest):
     """RPC request to ``pz:rpc:resolve``: whose prompt, and the prompt as typed."""
 
-    schema_version: int = 1
-    member_id: str = Field(min_length=1, max_length=64)
     prompt: str
-    reply_to: str | None = Field(
-        default=None,
-        max_length=200,
-        description="plain-JSON callers: the list to push the reply to",
-    )
 
 
 class ResolvedEntry(BaseModel):
