@@ -216,3 +216,16 @@ def code_view(
         minted_at=at(minted),
         position=position(minted),
     )
+
+
+def minted(code: str, profile_id: str, name: str, evidence: int = 3) -> ev.CodeMinted:
+    return ev.CodeMinted(
+        code=code,
+        profile_id=profile_id,
+        profile_name=name,
+        family="v7",
+        version="7",
+        vector=ev.encode_vector(np.array([1.0, 0.0, 0.0, 0.0])),
+        evidence=evidence,
+        picks=evidence,
+    )

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from shared.domain import events as ev
 from shared.domain.listing import ListRequest, listing
 from shared.domain.views import CodeView, MemberView
-from tests.unit.builders import Journal, member_view, project, summary
+from tests.unit.builders import Journal, member_view, minted, project, summary
 
 History = tuple[MemberView, dict[str, CodeView]]
-
-
-def minted(code: str, profile_id: str, name: str) -> ev.CodeMinted:
-    return ev.CodeMinted(
-        code=code,
-        profile_id=profile_id,
-        profile_name=name,
-        family="v7",
-        version="7",
-        vector=ev.encode_vector(np.array([0.0, 1.0, 0.0, 0.0])),
-        evidence=3,
-        picks=3,
-    )
 
 
 @pytest.fixture

@@ -18,22 +18,10 @@ from tests.unit.builders import (
     at,
     fresh_projection,
     logged,
+    minted,
     position,
     project,
 )
-
-
-def minted(code: str, profile_id: str, name: str, evidence: int = 3) -> ev.CodeMinted:
-    return ev.CodeMinted(
-        code=code,
-        profile_id=profile_id,
-        profile_name=name,
-        family="v7",
-        version="7",
-        vector=ev.encode_vector(np.array([1.0, 0.0, 0.0, 0.0])),
-        evidence=evidence,
-        picks=evidence,
-    )
 
 
 def bytes_of(projection: Projection) -> dict[str, bytes]:
