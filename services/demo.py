@@ -3,14 +3,14 @@
 A synthetic catalog is registered by a few artists; simulated members (each with a hidden
 taste) pick 3 of every grid of 9 until their Global V7 Profiles unlock; codes are minted;
 prompts are resolved, and every rewritten prompt is printed. Uses the system that
-``make run`` started (``data/run.json``) or ``REDIS_URL``; otherwise starts its own.
+``make run`` started (``data/run.json``: as its ``publisher`` user, and as ``admin`` only
+for the operator's step) or ``REDIS_URL``; otherwise starts its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import tempfile
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.client import Client, inbound
-from shared.settings import Settings
+from shared.settings import Settings, running_system
 from shared.taste.simulation import WorldConfig, make_world
 
 from .supervisor import RUN_FILE, Stack
@@ -34,7 +34,7 @@ def say(text: str = "") -> None:
 
 
 async def publish_prior(url: str) -> str:
-    """What an operator runs (an ops command, not part of the public contract)."""
+    """What an operator runs (an ops command, not part of the public contract): as admin."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.taste_model", "publish", "--from-catalog",
         env={**os.environ, "REDIS_URL": url}, stdout=asyncio.subprocess.PIPE,
@@ -162,19 +162,21 @@ async def wait_for_codes(client: Client, members: list[str], timeout: float = 12
 async def main_async(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
     url = os.environ.get("REDIS_URL")
+    publisher_url = url
+    running = None if url else running_system()
     stack = None
-    if not url and RUN_FILE.exists():
-        found = json.loads(RUN_FILE.read_text())
-        url, partitions = found["redis_url"], found["partitions"]
-        settings = settings.model_copy(update={"partitions": partitions})
-        say(f"using the system `make run` started on {url}")
+    if running is not None:
+        url = str(running["redis_url"])
+        publisher_url = str(running.get("publisher_url") or url)
+        say(f"using the system `make run` started ({RUN_FILE}), as its publisher user")
     if not url:
         say("no running system found: starting one for this demo (`make run` keeps one up)")
         stack = Stack(Path(tempfile.mkdtemp(prefix="pz-demo-")), quiet=True)
         stack.start()
-        url = stack.url
+        url, publisher_url = stack.url, stack.publisher_url
+    assert publisher_url is not None
     try:
-        async with Client(url, settings.partitions) as client:
+        async with Client(publisher_url, settings.partitions) as client:
             await scenario(client, settings, url, args.seed, args.images)
     finally:
         if stack is not None:

@@ -1,19 +1,21 @@
 """Health check of one service: is its heartbeat key ``pz:alive:<service>:<replica>`` set?
 
-Usage: ``python -m shared.health <service> [--replica NAME]`` (server from ``REDIS_URL``).
-Exits 0 when the key of that replica (or, without ``--replica``, of any replica) exists,
-else 1 with a one-line reason. Compose health checks call it.
+Usage: ``python -m shared.health <service> [--replica NAME]`` (server from ``REDIS_URL``,
+else the running system's ``data/run.json``). Exits 0 when the key of that replica exists
+(one EXISTS, which each service's own user may run: compose health checks call it so), or,
+without ``--replica``, when any replica's does (a SCAN: the admin user only); else 1 with a
+one-line reason.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 
 import redis
 
+from shared.acl import redacted
 from shared.adapters.lifecycle import alive_key
 from shared.settings import Settings
 
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replica", help="replica name (PZ_REPLICA); default: any replica")
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S, help="socket timeout (s)")
     args = parser.parse_args(argv)
-    url = os.environ.get("REDIS_URL", Settings.model_fields["redis_url"].default)
+    url = Settings.from_env().redis_url
     try:
         key = check(url, args.service, args.replica, args.timeout)
     except LookupError as error:
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (redis.RedisError, OSError) as error:
         reason = " ".join(str(error).split()) or type(error).__name__
-        print(f"unhealthy: {args.service}: cannot reach {url}: {reason}", file=sys.stderr)
+        print(f"unhealthy: {args.service}: cannot reach {redacted(url)}: {reason}", file=sys.stderr)
         return 1
     print(f"healthy: {key}")
     return 0

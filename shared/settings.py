@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+RUN_FILE = "data/run.json"
 
 
 class Settings(BaseModel):
@@ -36,10 +41,19 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Read the settings. Without ``REDIS_URL``, the process environment (or an ``env``
+        naming ``PZ_RUN_FILE``) means the system ``make run`` started: its ``data/run.json``
+        gives the server (as the admin user) and the partition count, so that ops tools act
+        on the running system rather than on whatever listens on port 6379."""
+        consult_run_file = env is None or "PZ_RUN_FILE" in env
         env = dict(os.environ if env is None else env)
         values: dict[str, str] = {}
         if "REDIS_URL" in env:
             values["redis_url"] = env["REDIS_URL"]
+        elif consult_run_file and (running := running_system(env)) is not None:
+            values["redis_url"] = str(running["redis_url"])
+            if "PZ_PARTITIONS" not in env and "partitions" in running:
+                values["partitions"] = str(running["partitions"])
         for name in cls.model_fields:
             key = f"PZ_{name.upper()}"
             if key in env:
@@ -48,6 +62,21 @@ class Settings(BaseModel):
 
     def unlock_threshold(self, family: str) -> int:
         return self.unlock_v6 if family == "v6" else self.unlock_v7
+
+
+def run_file(env: dict[str, str] | None = None) -> Path:
+    """Where ``make run`` describes the running system (``PZ_RUN_FILE``, default
+    ``data/run.json``): its admin ``redis_url``, ``publisher_url`` and ``partitions``."""
+    return Path((os.environ if env is None else env).get("PZ_RUN_FILE", RUN_FILE))
+
+
+def running_system(env: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """The contents of the run file, or ``None`` when no system is running (or it is unreadable)."""
+    try:
+        found = json.loads(run_file(env).read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) and "redis_url" in found else None
 
 
 @lru_cache(maxsize=1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from faststream import FastStream
 
 from shared.adapters.follower import PartitionFollower
-from shared.adapters.generation import active_generation
+from shared.adapters.generation import read_generation
 from shared.adapters.lifecycle import persistently
 from shared.adapters.service import service
 from shared.keys import Partition, all_partitions
@@ -29,7 +29,7 @@ def build(settings: Settings) -> FastStream:
 
     @svc.app.after_startup
     async def start() -> None:
-        generation = await persistently(lambda: active_generation(svc.client), SERVICE)
+        generation = await persistently(lambda: read_generation(svc.client), SERVICE)
         prior = TastePrior.uninformed(settings.embed_dim)
         projector = Projector(svc.client, settings, prior, generation, follow_active=True)
         config = svc.follower_config(log, projector.position_key)

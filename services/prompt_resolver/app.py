@@ -3,7 +3,9 @@
 Run: ``faststream run services.prompt_resolver.app:app``. Two ways to call it (README,
 "Resolving prompts"): FastStream's ``broker.request(ResolveRequest(...), list=...)``, or from
 any language, ``RPUSH pz:rpc:resolve '{"member_id": ..., "prompt": ..., "reply_to": KEY}'``
-then ``BLPOP KEY``: the reply is pushed to the list the request names.
+then ``BLPOP KEY``: the reply is pushed to the list the request names, which must be a
+``pz:reply:<token>`` key (shared/domain/rpc.py); a request that cannot be answered is
+dead-lettered in ``pz:rpc:dead``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from faststream import Context, FastStream
 from faststream.redis import ListSub
 from faststream.redis.message import RedisMessage
 
-from shared.adapters.rpc import answer
 from shared.adapters.service import service
 from shared.domain.listing import Listing
 from shared.domain.resolution import ResolveResponse
@@ -30,6 +31,7 @@ def build(settings: Settings) -> FastStream:
     svc = service(SERVICE, "Resolves --p in prompts into conditioning.", settings)
     client = svc.client
     resolver = Resolver(client, settings)
+    replies = svc.replies()
 
     @svc.broker.subscriber(
         list=ListSub(RESOLVE_RPC),
@@ -37,7 +39,7 @@ def build(settings: Settings) -> FastStream:
         description="Resolve a prompt: send a ResolveRequest, get a ResolveResponse back.",
     )
     async def on_resolve(body: Any, message: RedisMessage = Context("message")) -> ResolveResponse:
-        return await answer(client, body, message, await resolver.handle(body))
+        return await replies.answer(body, message, await resolver.handle(body))
 
     @svc.broker.subscriber(
         list=ListSub(PROFILES_RPC),
@@ -47,7 +49,7 @@ def build(settings: Settings) -> FastStream:
     async def on_list(
         body: Any, message: RedisMessage = Context("message")
     ) -> Listing | ResolveResponse:
-        return await answer(client, body, message, await resolver.list_profiles(body))
+        return await replies.answer(body, message, await resolver.list_profiles(body))
 
     return svc.app
 

@@ -1,27 +1,22 @@
-"""selection-ingest: inbox streams in, event log out; and the grid service.
+"""selection-ingest: inbox streams in, event log out.
 
 Run: ``faststream run services.selection_ingest.app:app``. Each partition's inbox is read in
 the consumer group ``ingest`` by whichever replica holds the partition's lease, so a member's
-messages are decided in the order they were published, also with several replicas.
+messages are decided in the order they were published, also with several replicas. The grid
+RPC runs in a process of its own (``grid_app.py``) so that it never slows ingestion.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from faststream import Context, FastStream
-from faststream.redis import ListSub
-from faststream.redis.message import RedisMessage
+from faststream import FastStream
 
 from shared.adapters.follower import Entry, GroupFollower
-from shared.adapters.lifecycle import persistently
-from shared.adapters.rpc import answer
+from shared.adapters.lifecycle import die, persistently
 from shared.adapters.service import service
-from shared.domain.grids import GridReply
-from shared.keys import CONFIG, GRID_RPC, Partition, all_partitions
+from shared.adapters.store import text
+from shared.keys import CONFIG, Partition, all_partitions
 from shared.settings import Settings
 
-from .grids import GridService
 from .ingest import GROUP, InboxEntry, Ingest
 
 SERVICE = "selection-ingest"
@@ -36,23 +31,23 @@ def build(settings: Settings) -> FastStream:
     client = svc.client
     partitions = all_partitions(settings.partitions)
     ingests = {p.index: Ingest(client, settings, p) for p in partitions}
-    grids = GridService(client, settings)
-
-    @svc.broker.subscriber(
-        list=ListSub(GRID_RPC),
-        title=GRID_RPC,
-        description="The next grid for a profile: send a GridRequest, get a GridReply.",
-    )
-    async def on_grid(body: Any, message: RedisMessage = Context("message")) -> GridReply:
-        return await answer(client, body, message, await grids.handle(body))
 
     async def process(partition: Partition, entries: list[Entry], deliveries: int) -> None:
         batch = [InboxEntry(entry_id, fields) for entry_id, fields in entries]
         await ingests[partition.index].process(batch, deliveries)
 
+    async def publish_partitions() -> None:
+        """Tell publishers the partition count (``HGET pz:config partitions``). It fixes the
+        key layout, so it is only ever set once; a service configured otherwise stops."""
+        await client.hsetnx(CONFIG, "partitions", settings.partitions)
+        stored = text(await client.hget(CONFIG, "partitions"))
+        if stored != str(settings.partitions):
+            die(SERVICE, f"the server's {CONFIG} says partitions={stored} but PZ_PARTITIONS="
+                f"{settings.partitions}: every service must use the server's partition count")  # fmt: skip
+
     @svc.app.after_startup
     async def start() -> None:
-        await persistently(lambda: client.hset(CONFIG, "partitions", settings.partitions), SERVICE)
+        await persistently(publish_partitions, SERVICE)
         config = svc.follower_config(inbox, inbox)
         follower = GroupFollower(client, config, partitions, GROUP, process)
         svc.tasks.start(follower.run(), "consume-inboxes")

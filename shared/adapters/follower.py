@@ -24,6 +24,7 @@ from shared.deadletter import DeadLetter
 from shared.domain.events import utcnow
 from shared.keys import Partition
 
+from .lifecycle import exit_if_refused
 from .store import (
     DEAD_LETTER_AND_ACK,
     DEAD_LETTER_AT_POSITION,
@@ -64,7 +65,8 @@ class LeasedPartitions(ABC):
         await asyncio.gather(*(self._serve(p) for p in self.partitions))
 
     async def _serve(self, partition: Partition) -> None:
-        """Hold the lease and follow; survive the server going away (retry until it is back)."""
+        """Hold the lease and follow; survive the server going away (retry until it is back),
+        but not a refused identity (wrong password, missing user, denied command): exit."""
         lease = partition.lease(self.config.role)
         while True:
             try:
@@ -74,6 +76,7 @@ class LeasedPartitions(ABC):
                 if acquired or text(await self.client.get(lease)) == self.config.replica:
                     await self._follow(partition, lease)
             except (RedisError, OSError) as error:
+                exit_if_refused(error, self.config.role)
                 log.warning("%s %s: %r; retrying", self.config.role, partition.tag, error)
             await asyncio.sleep(self.config.lease_ms / 3000)
 

@@ -38,11 +38,13 @@ class EmbeddedServer:
         port: int | None = None,
         appendfsync: str = "everysec",
         extra: list[str] | None = None,
+        auth: tuple[str, str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.appendfsync = appendfsync
         self.extra = extra or []
+        self.auth = auth  # (user, password) to ask "ready?" once the default user is off
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -77,22 +79,38 @@ class EmbeddedServer:
         self.wait_ready(timeout)
         return self
 
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def wait_ready(self, timeout: float) -> None:
-        client = redis.Redis(port=self.port, socket_timeout=1)
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                if client.ping():
-                    client.close()
-                    return
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
-                pass
+            if self._answers():
+                return
             if self.process is not None and self.process.poll() is not None:
                 log = (self.data_dir / "server.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"valkey-server exited with {self.process.returncode}:\n{log}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"valkey-server on port {self.port} not ready in {timeout}s")
             time.sleep(0.05)
+
+    def _answers(self) -> bool:
+        """Whether the server answers: PONG as ``auth`` (when set) or as the default user, or
+        a refusal of both (then it may still be loading its data, which it checks only after
+        the user: a caller's own first command waits for that)."""
+        refused = False
+        for auth in [self.auth, None] if self.auth else [None]:
+            user, password = auth or (None, None)
+            client = redis.Redis(port=self.port, username=user, password=password, socket_timeout=1)
+            try:
+                return bool(client.ping())
+            except redis.AuthenticationError:
+                refused = True
+            except (redis.ConnectionError, redis.TimeoutError):
+                return False
+            finally:
+                client.close()
+        return refused
 
     def kill(self) -> None:
         """SIGKILL: what a power cut or an OOM kill does."""

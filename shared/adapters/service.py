@@ -1,5 +1,6 @@
 """The shell every service shares: a FastStream app with its broker and Redis client, that
-waits for the server at startup, keeps a heartbeat, and stops its loops at shutdown."""
+waits for the server at startup, keeps a heartbeat, stops its loops at shutdown, and exits
+when the server refuses its user (shared/adapters/lifecycle.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from shared.settings import Settings
 
 from .follower import FollowerConfig
 from .lifecycle import Tasks, heartbeat, until_reachable
+from .rpc import Replies
 from .store import connect
 
 
@@ -42,11 +44,15 @@ class Service:
             max_attempts=self.settings.max_deliveries,
         )
 
+    def replies(self) -> Replies:
+        """How this service answers RPC requests (and dead-letters unanswerable ones)."""
+        return Replies(self.client, self.name, self.settings.dead_letters_kept)
+
 
 def service(name: str, description: str, settings: Settings) -> Service:
     broker = RedisBroker(settings.redis_url)
     client = connect(settings.redis_url)
-    tasks = Tasks()
+    tasks = Tasks(name)
     app = FastStream(
         broker, specification=AsyncAPI(title=name, version="1", description=description)
     )
