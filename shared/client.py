@@ -75,6 +75,24 @@ class Client:
             await pipe.execute()
         return count
 
+    async def receipt(self, message: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        """Wait for ingest's receipt of a published message (one ``BLPOP``): its ``status``
+        (``accepted``, ``ignored``, ``duplicate`` or ``rejected`` with ``code`` and
+        ``reason``) and the log ``entry_ids`` it appended."""
+        member, key = message["member_id"], message["idempotency_key"]
+        receipt = partition_for(member, self.partitions).receipt(member, key)
+        reply: Any = await self.redis.blpop([receipt], timeout=timeout)
+        if reply is None:
+            raise TimeoutError(f"no receipt on {receipt} within {timeout}s")
+        return dict(json.loads(reply[1]))
+
+    async def publish_and_wait(
+        self, message: dict[str, Any], timeout: float = 5.0
+    ) -> dict[str, Any]:
+        """Publish one message and return its receipt."""
+        await self.publish(message)
+        return await self.receipt(message, timeout)
+
     async def resolve(self, member_id: str, prompt: str, timeout: float = 5.0) -> ResolveResponse:
         request = ResolveRequest(member_id=member_id, prompt=prompt)
         reply = await self.broker.request(request, list=RESOLVE_RPC, timeout=timeout)

@@ -108,11 +108,11 @@ class Decoded:
 def decode(entry: InboxEntry, partition: Partition, partitions: int, max_bytes: int) -> Decoded:
     """Parse and validate one inbox entry, or raise :class:`Rejected` saying why."""
     if OVERSIZE in entry.fields:
-        size, sha1 = text(entry.fields[OVERSIZE]).split(" ")
+        size, _, sha1 = text(entry.fields[OVERSIZE]).split(" ")
         raise Rejected(
             "TOO_LARGE",
-            f"message is {size} bytes (SHA-1 {sha1}); at most {max_bytes}: only its first "
-            f"{len(entry.raw)} bytes are kept",
+            f"the entry is {size} bytes; at most {max_bytes}. Only the first {len(entry.raw)} "
+            f"bytes are kept, with the size and SHA-1 ({sha1}) of the whole",
             "data",
         )
     if b"data" not in entry.fields and b"__data__" not in entry.fields:
@@ -252,7 +252,7 @@ class Ingest:
     def _dead(self, entry: InboxEntry, why: Rejected, deliveries: int) -> DeadLetter:
         extra: dict[str, Any] = {}
         if OVERSIZE in entry.fields:
-            size, sha1 = text(entry.fields[OVERSIZE]).split(" ")
+            _, size, sha1 = text(entry.fields[OVERSIZE]).split(" ")
             extra = {"original_size": int(size), "original_sha1": sha1}
         return DeadLetter.of(
             entry.raw,
