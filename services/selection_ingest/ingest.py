@@ -36,6 +36,7 @@ from shared.domain.member import (
     evolve,
     named_profiles,
 )
+from shared.domain.receipt import Receipt, Status
 from shared.keys import Partition, family_images, image_key, partition_of
 from shared.settings import Settings
 
@@ -238,16 +239,15 @@ class Ingest:
         plan.dead.append(self._dead(entry, why, deliveries))
         plan.count("rejected")
         if address is not None:
-            status = {"status": "rejected", "code": why.code, "reason": why.message}
-            self._receipt(plan, address, status | {"field": why.field}, 0)
+            receipt = Receipt(status="rejected", code=why.code, reason=why.message, field=why.field)
+            self._receipt(plan, address, receipt, 0)
 
-    def _receipt(
-        self, plan: Plan, address: tuple[str, str], outcome: dict[str, Any], events: int
-    ) -> None:
-        """Push ``outcome`` (with the entry IDs of the message's last ``events`` events)."""
-        body = json.dumps({"schema_version": 1, **outcome}, sort_keys=True)
+    def _receipt(self, plan: Plan, address: tuple[str, str], receipt: Receipt, events: int) -> None:
+        """Push ``receipt`` with the entry IDs of the plan's last ``events`` events."""
         key = self.partition.receipt(*address)
-        plan.receipts.append((key, body[:-1], len(plan.events) - events, events))
+        plan.receipts.append(
+            (key, receipt.body_without_entries(), len(plan.events) - events, events)
+        )
 
     def _dead(self, entry: InboxEntry, why: Rejected, deliveries: int) -> DeadLetter:
         extra: dict[str, Any] = {}
@@ -276,7 +276,7 @@ class Ingest:
             stored = digests.get(item.scope)
             if stored == item.digest:
                 plan.count("duplicates")
-                self._receipt(plan, item.scope, {"status": "duplicate"}, 0)
+                self._receipt(plan, item.scope, Receipt(status="duplicate"), 0)
                 if isinstance(item.payload, ev.ImageRegistered):
                     plan.images[item.payload.image_id] = (item, item.payload)
                 continue
@@ -299,8 +299,8 @@ class Ingest:
             plan.idempotency[key] = item.digest
             plan.count("accepted" if new_events else "ignored")
             plan.count("events", len(new_events))
-            status = "accepted" if new_events else "ignored"
-            self._receipt(plan, item.scope, {"status": status}, len(new_events))
+            status: Status = "accepted" if new_events else "ignored"
+            self._receipt(plan, item.scope, Receipt(status=status), len(new_events))
         return plan
 
     def _append(

@@ -15,6 +15,7 @@ from services.selection_ingest.app import build
 from services.selection_ingest.ingest import GROUP, InboxEntry, Ingest
 from shared.adapters.store import ensure_group, stored_state
 from shared.client import Client, inbound
+from shared.domain.receipt import Receipt
 from shared.keys import Partition, image_key, partition_for, partition_of
 from shared.settings import Settings
 from tests.helpers import catalog, dead_letters, eventually, grid_and_picks, log_events, register
@@ -52,12 +53,12 @@ async def test_a_used_key_with_a_different_body_is_dead_lettered_as_key_reused(
     on = inbound("PersonalizationToggled", "erin", {"enabled": True}, key="web-7")
     off = inbound("PersonalizationToggled", "erin", {"enabled": False}, key="web-7")
     async with build(settings), Client(settings.redis_url, settings.partitions) as client:
-        assert (await client.publish_and_wait(on))["status"] == "accepted"
-        assert (await client.publish_and_wait(on))["status"] == "duplicate"
+        assert (await client.publish_and_wait(on)).status == "accepted"
+        assert (await client.publish_and_wait(on)).status == "duplicate"
         reused = await client.publish_and_wait(off)
         [letter] = await dead_letters(client.redis, settings.partitions)
         events = await log_events(client.redis, settings.partitions)
-    assert reused["status"] == "rejected" and reused["code"] == "KEY_REUSED"
+    assert reused.status == "rejected" and reused.code == "KEY_REUSED"
     assert letter.code == "KEY_REUSED" and letter.field == "idempotency_key"
     assert letter.reason.count("digest") == 1 and "this one" in letter.reason
     assert [e.payload for e in events] == [{"enabled": True}], "the first message stands"
@@ -72,11 +73,11 @@ async def test_a_receipt_names_the_log_entries_or_the_reason(settings: Settings)
         spaced = inbound("PersonalizationToggled", "fay", {"enabled": True}, key="web 42 b")
         with_space = await client.publish_and_wait(spaced)
         entries = await client.redis.xrange(partition_for("artist", settings.partitions).log)
-    assert accepted["status"] == "accepted"
-    assert accepted["entry_ids"] == [entries[0][0].decode()]
-    assert rejected["status"] == "rejected" and rejected["code"] == "UNKNOWN_IMAGE"
-    assert rejected["field"] == "payload.image_id" and "nope" in rejected["reason"]
-    assert with_space["status"] == "accepted", "a key is any printable ASCII, spaces included"
+    assert accepted.status == "accepted"
+    assert accepted.entry_ids == [entries[0][0].decode()]
+    assert rejected.status == "rejected" and rejected.code == "UNKNOWN_IMAGE"
+    assert rejected.field == "payload.image_id" and "nope" in rejected.reason
+    assert with_space.status == "accepted", "a key is any printable ASCII, spaces included"
 
 
 async def test_a_wrong_partition_gets_its_receipt_where_it_was_published(
@@ -88,8 +89,9 @@ async def test_a_wrong_partition_gets_its_receipt_where_it_was_published(
         await client.redis.xadd(wrong.inbox, {"data": json.dumps(message)})
         key = wrong.receipt("gus", message["idempotency_key"])
         reply: Any = await client.redis.blpop([key], timeout=5)
-    receipt = json.loads(reply[1])
-    assert receipt["code"] == "WRONG_PARTITION" and wrong.inbox not in receipt["reason"]
+    receipt = Receipt.model_validate_json(reply[1])
+    right = partition_for("gus", settings.partitions).inbox
+    assert receipt.code == "WRONG_PARTITION" and receipt.reason and right in receipt.reason
 
 
 async def test_payload_errors_name_the_payload_field_and_derived_fields_are_refused(
@@ -106,13 +108,13 @@ async def test_payload_errors_name_the_payload_field_and_derived_fields_are_refu
         )
         created = inbound("ProfileCreated", "hal", {"name": "n", "is_global": True})
         receipts = [await client.publish_and_wait(m) for m in (bad_value, forged, created)]
-    assert [r["field"] for r in receipts] == [
+    assert [r.field for r in receipts] == [
         "payload.image_id",
         "payload.candidates",
         "payload.is_global",
     ]
-    assert all(r["code"] == "INVALID_FIELD" for r in receipts)
-    assert "set by ingest" in receipts[1]["reason"]
+    assert all(r.code == "INVALID_FIELD" for r in receipts)
+    assert "set by ingest" in receipts[1].reason
 
 
 async def test_an_image_id_is_registered_once_across_partitions(settings: Settings) -> None:
@@ -163,7 +165,7 @@ async def test_an_oversized_entry_is_never_read_whole(settings: Settings) -> Non
     async with build(settings), Client(settings.redis_url, settings.partitions) as client:
         sent_before = await _bytes_sent(client.redis)
         await client.redis.xadd(client.inbox("ivy"), {"data": huge})
-        assert (await client.publish_and_wait(good))["status"] == "accepted"
+        assert (await client.publish_and_wait(good)).status == "accepted"
         sent = await _bytes_sent(client.redis) - sent_before
         [letter] = await dead_letters(client.redis, settings.partitions)
     assert sent < 1 << 20, f"the server sent {sent:,} bytes for a {len(huge):,}-byte entry"
@@ -207,7 +209,7 @@ async def test_deleted_profiles_leave_the_member_state(settings: Settings) -> No
             created = await client.publish_and_wait(
                 inbound("ProfileCreated", member, {"name": "n"})
             )
-            event = await _event(client.redis, created["entry_ids"][-1], settings)
+            event = await _event(client.redis, created.entry_ids[-1], settings)
             profile_id = event["payload"]["profile_id"]
             await client.publish_and_wait(
                 inbound("ProfileDeleted", member, {"profile_id": profile_id})
@@ -224,8 +226,8 @@ async def test_deleted_profiles_leave_the_member_state(settings: Settings) -> No
         state = stored_state(await client.redis.get(state_key))
     assert sizes[1] <= sizes[0] + 8, f"member state grew from {sizes[0]} to {sizes[1]} bytes"
     assert deleted[0] not in state.profiles
-    assert renamed["code"] == "PROFILE_DELETED", "a deleted profile is still told apart"
-    assert redeleted["status"] == "ignored"
+    assert renamed.code == "PROFILE_DELETED", "a deleted profile is still told apart"
+    assert redeleted.status == "ignored"
 
 
 async def _event(client: aioredis.Redis, entry_id: str, settings: Settings) -> dict[str, Any]:
