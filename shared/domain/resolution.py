@@ -14,11 +14,15 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from shared.prompt.grammar import ParsedPrompt, PValue, render_prompt, strength
+from shared.taste.vectors import scaled_norm, unit
 
 from .events import decode_vector
 from .families import DEFAULT_VERSION, family_of, usable_with
 from .rpc import RpcRequest
 from .views import CodeView, MemberView, ProfileSummary
+
+#: A weighted sum shorter than this fraction of its terms' total length counts as cancelled.
+CANCELLED = 1e-9
 
 
 class ResolveRequest(RpcRequest):
@@ -117,6 +121,7 @@ def resolve(
         entries, warnings = _entries(
             parsed, member_id, member, version, codes, foreign_profiles, needed or {}
         )
+        vector = _combine(parsed, entries, codes)
     except Refusal as refusal:
         if not parsed.personalize:
             return _without_defaults(parsed, base, refusal)
@@ -126,13 +131,12 @@ def resolve(
         for e in entries
         if e.profile_id in deleted_profiles or _deleted_code(codes.get(e.code), deleted_profiles)
     ]
-    tokens = [e.code if e.weight == 1.0 else f"{e.code}::{_decimal(e.weight)}" for e in entries]
     return base.model_copy(
         update={
-            "prompt": render_prompt(parsed, tokens),
+            "prompt": render_prompt(parsed, [_token(e) for e in entries]),
             "strength": strength(parsed.stylize),
             "entries": entries,
-            "vector": _combine(entries, codes).tolist(),
+            "vector": vector.tolist(),
             "warnings": warnings,
         }
     )
@@ -146,6 +150,11 @@ def _without_defaults(
     warning = f"personalization is on but was not applied: {refusal.error.message}"
     update = {"prompt": render_prompt(parsed, None), "strength": 0.0, "warnings": [warning]}
     return base.model_copy(update=update)
+
+
+def _token(entry: ResolvedEntry) -> str:
+    """The entry as a canonical ``--p`` value: its code, and its weight unless 1."""
+    return entry.code if entry.weight == 1.0 else f"{entry.code}::{_decimal(entry.weight)}"
 
 
 def _decimal(weight: float) -> str:
@@ -310,14 +319,29 @@ def _mismatch(what: str, family: str, made_for: str, version: str, value: PValue
     )
 
 
-def _combine(entries: list[ResolvedEntry], codes: Mapping[str, CodeView]) -> np.ndarray:
-    total: np.ndarray | None = None
-    for entry in entries:
-        vector = decode_vector(codes[entry.code].vector) * entry.weight
-        total = vector if total is None else total + vector
-    assert total is not None
-    norm = float(np.linalg.norm(total))
-    return total / norm if norm > 0 else total
+def _combine(
+    parsed: ParsedPrompt, entries: list[ResolvedEntry], codes: Mapping[str, CodeView]
+) -> np.ndarray:
+    """The unit vector of the weighted sum of the entries' code vectors.
+
+    A sum whose length is lost in rounding next to the lengths that went into it (opposite
+    codes with equal weights) has no direction worth applying: that is refused, never
+    answered with a zero or noise vector.
+    """
+    vectors = [decode_vector(codes[entry.code].vector) * entry.weight for entry in entries]
+    total = np.sum(vectors, axis=0)
+    size = sum(scaled_norm(v) for v in vectors)
+    if not scaled_norm(total) > CANCELLED * size:
+        token, position = _p_token(parsed)
+        values = " ".join(_token(e) for e in entries)
+        raise Refusal(
+            "INVALID_PARAMETER",
+            f"the --p values '{values}' cancel out: their weighted sum has no direction;"
+            " change a weight or leave a value out",
+            token,
+            position,
+        )
+    return unit(total)
 
 
 def _p_token(parsed: ParsedPrompt) -> tuple[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from services.code_minter.minter import Minter
 from services.profile_projector.projector import Projector
@@ -108,3 +109,25 @@ async def _models(client: Client, base: str) -> dict[str, bytes]:
     keys = sorted([k.decode() async for k in client.redis.scan_iter(match=f"{base}:*")])
     values = await client.redis.mget(keys) if keys else []
     return {k[len(base) :]: v for k, v in zip(keys, values, strict=True)}
+
+
+async def test_extreme_weights_give_a_unit_vector_or_a_clear_error(
+    system: Client, settings: Settings
+) -> None:
+    await register(system, catalog(30, settings.embed_dim))
+    for member in ("wren", "otto"):
+        await unlock(system, member, settings.unlock_v7)
+    found = {}
+    for member in ("wren", "otto"):
+        listing = await eventually(lambda m=member: system.profiles(m), lambda f: f.codes)
+        found[member] = listing.codes[0].code
+    mine, theirs = found["wren"], found["otto"]
+    reply = await system.resolve("wren", f"a cat --p {mine}::1000 {theirs}::0.001")
+    assert reply.ok and reply.vector is not None
+    assert np.linalg.norm(reply.vector) == pytest.approx(1.0)
+    for weight in ("1" + "0" * 200, "0." + "0" * 320 + "1", "1000.01", "0.0009"):
+        reply = await system.resolve("wren", f"a cat --p {theirs}::{weight}")
+        assert not reply.ok and reply.error is not None and reply.vector is None, weight
+        assert reply.error.code == "INVALID_PARAMETER"
+        assert "from 0.001 to 1000" in reply.error.message
+        assert (reply.error.token, reply.error.position) == (f"{theirs}::{weight}", 10)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.domain.resolution import ResolveResponse, lookups, resolve
 from shared.domain.views import MemberView
 from shared.prompt import parse_prompt, strength
+from shared.prompt.grammar import WEIGHT_MAX, WEIGHT_MIN
 from tests.unit.builders import code_view, member_view, summary, unit
 
 NEEDED = {"v6": 3, "v7": 3}
@@ -247,7 +250,7 @@ def test_lookups_for_an_unknown_member_fetch_only_what_the_prompt_names() -> Non
     assert (wanted.codes, wanted.profiles) == ({"bbbbbbb"}, {"pbob"})
 
 
-@pytest.mark.parametrize("weight", ["0.00001", "1000000"])
+@pytest.mark.parametrize("weight", ["0.001", "1000", "0.0123"])
 def test_rule8_extreme_weights_are_rewritten_as_plain_decimals(weight: str) -> None:
     response = run(f"a cat --p aaaaaa7 mmmmmm1::{weight}")
     assert response.prompt == f"a cat --p aaaaaa7 mmmmmm1::{weight}"
@@ -292,3 +295,74 @@ def test_an_unlocked_profile_whose_first_code_is_still_being_minted_says_so() ->
     response = run("a cat --p", fresh, member_id="fay")
     assert response.error is not None and response.error.code == "CODE_PENDING"
     assert "try again in a moment" in response.error.message
+
+
+OPPOSITE = {
+    "uuuuuu1": code_view("uuuuuu1", profile_id="pbob", member_id="bob", vector=unit(1, 2, 0, 0)),
+    "uuuuuu2": code_view("uuuuuu2", profile_id="pbob", member_id="bob", vector=unit(-1, -2, 0, 0)),
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(sorted({*STORE, *OPPOSITE})),
+            st.floats(min_value=WEIGHT_MIN, max_value=WEIGHT_MAX),
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
+def test_rule8_any_weights_in_range_give_a_unit_vector_or_say_they_cancel(
+    values: list[tuple[str, float]],
+) -> None:
+    prompt = "a cat --v 8 --p " + " ".join(
+        f"{c}::{np.format_float_positional(w)}" for c, w in values
+    )
+    response = resolve(parse_prompt(prompt), "alice", ALICE, {**STORE, **OPPOSITE}, {})
+    if response.ok:
+        vector = vector_of(response)
+        assert np.isfinite(vector).all()
+        assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-12)
+    else:
+        assert response.error is not None
+        assert response.error.code == "INVALID_PARAMETER"
+        assert "cancel out" in response.error.message
+
+
+def test_rule8_the_smallest_and_largest_weights_still_give_a_unit_vector() -> None:
+    response = run("a cat --p aaaaaa7::0.001 mmmmmm1::1000")
+    assert np.linalg.norm(vector_of(response)) == pytest.approx(1.0)
+    assert np.allclose(vector_of(response), unit(1e-6, 0, 1, 0))
+
+
+@pytest.mark.parametrize(
+    "values", ["uuuuuu1 uuuuuu2", "uuuuuu1::2.5 uuuuuu2::2.5", "uuuuuu1::0.3 uuuuuu2::.3"]
+)
+def test_rule9_codes_whose_weights_cancel_out_are_refused(values: str) -> None:
+    parsed = parse_prompt(f"a cat --p {values}")
+    response = resolve(parsed, "alice", ALICE, OPPOSITE, {}, needed=NEEDED)
+    assert not response.ok and response.error is not None and response.vector is None
+    assert response.error.code == "INVALID_PARAMETER"
+    assert "cancel out" in response.error.message and values.split()[0] in response.error.message
+    assert (response.error.token, response.error.position) == ("--p", 6)
+
+
+def test_rule9_codes_that_nearly_cancel_still_have_a_direction() -> None:
+    parsed = parse_prompt("a cat --p uuuuuu1::1.001 uuuuuu2")
+    response = resolve(parsed, "alice", ALICE, OPPOSITE, {}, needed=NEEDED)
+    assert np.allclose(vector_of(response), unit(1, 2, 0, 0))
+
+
+def test_switched_on_defaults_that_cancel_out_leave_the_prompt_unpersonalized() -> None:
+    member = member_view(
+        "bob",
+        summary("pbob", is_global=True, latest_code="uuuuuu1"),
+        summary("pbob2", latest_code="uuuuuu2"),
+        defaults=["pbob", "pbob2"],
+        personalization=True,
+    )
+    response = resolve(parse_prompt("a cat"), "bob", member, OPPOSITE, {}, needed=NEEDED)
+    assert response.ok and response.vector is None and response.strength == 0.0
+    assert "cancel out" in response.warnings[0]
