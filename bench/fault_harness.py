@@ -42,7 +42,7 @@ from services.supervisor import SERVICES, Stack
 from shared.adapters.generation import active_generation
 from shared.adapters.lifecycle import alive_key
 from shared.adapters.server import EmbeddedServer
-from shared.adapters.store import stored_state
+from shared.adapters.store import stored_state, text
 from shared.client import Client
 from shared.deadletter import DeadLetter
 from shared.domain.events import LoggedEvent
@@ -910,7 +910,7 @@ def _expected(sim: MemberSim, known: dict[str, str]) -> dict[str, Any]:
 def _differences(member: str, where: str, got: dict[str, Any], want: dict[str, Any]) -> list[str]:
     wrong = [
         f"{member}: {where} {name} = {got[name]!r}, want {want[name]!r}"
-        for name in ("personalization", "default_version", "defaults", "liked", "events")
+        for name in ("personalization", "default_version", "defaults", "liked", "deleted", "events")
         if name in want and got.get(name) != want[name]
     ]
     profiles, wanted = got["profiles"], want["profiles"]
@@ -955,6 +955,10 @@ async def compare_models(
             for i, p in state.profiles.items()
         }
         got["liked"], got["events"] = sorted(state.liked), state.version
+        deleted = {text(i) for i in await client.smembers(partition.deleted_profiles(sim.member))}
+        got["deleted"] = sorted(deleted)
+        want["deleted"] = sorted(i for i, p in want["profiles"].items() if p[2])
+        want["profiles"] = {i: p for i, p in want["profiles"].items() if not p[2]}
         want |= {"liked": sorted(sim.liked), "events": events[sim.member]}
         wrong += _differences(sim.member, "ingest state", got, want)
     return wrong

@@ -65,8 +65,18 @@ class Partition:
     def member_state(self, member_id: str) -> str:
         return f"{self.tag}:agg:{member_id}"
 
-    def idempotency(self, key: str) -> str:
-        return f"{self.tag}:idem:{key}"
+    def idempotency(self, member_id: str, key: str) -> str:
+        """A member's idempotency key (``|`` cannot occur in a member ID, so the two parts
+        never run into each other)."""
+        return f"{self.tag}:idem:{member_id}|{key}"
+
+    def receipt(self, member_id: str, key: str) -> str:
+        """The list ingest pushes the outcome of a member's message to (``BLPOP`` it)."""
+        return f"{self.tag}:receipt:{member_id}|{key}"
+
+    def deleted_profiles(self, member_id: str) -> str:
+        """The set of a member's deleted profile IDs, kept out of the member state."""
+        return f"{self.tag}:gone:{member_id}"
 
     def read_model(self, generation: int) -> ReadModelKeys:
         return ReadModelKeys(f"{self.tag}:rm:{generation}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,8 +26,10 @@ from shared.domain.events import utcnow
 from shared.keys import Partition
 
 from .store import (
+    ADOPT_PENDING,
     DEAD_LETTER_AND_ACK,
     DEAD_LETTER_AT_POSITION,
+    READ_BOUNDED,
     RENEW_LEASE,
     ensure_group,
     text,
@@ -35,6 +38,13 @@ from .store import (
 Entry = tuple[str, dict[bytes, bytes]]
 Apply = Callable[[Partition, str, list[Entry]], Awaitable[bool]]
 log = logging.getLogger("personalize.follower")
+POLL_START_S = 0.001
+PREFIX_KEPT = 4096
+
+
+def _pairs(flat: list[bytes] | None) -> dict[bytes, bytes]:
+    values = flat or []
+    return dict(zip(values[::2], values[1::2], strict=True))
 
 
 @dataclass
@@ -163,6 +173,11 @@ class GroupFollower(LeasedPartitions):
     group still has pending (a crashed replica's unfinished work) and finishes those before
     reading new ones. ``process`` must acknowledge what it handled (ideally in the same atomic
     step as its effects); an entry that keeps failing is dead-lettered and acknowledged.
+
+    Entries are read by a script that never hands over an entry above ``max_entry_bytes``
+    (publishers write these streams, so their size is not ours to trust); a script cannot
+    block, so an idle stream is polled, every millisecond at first and at most every
+    ``block_ms / 20``.
     """
 
     def __init__(
@@ -172,11 +187,15 @@ class GroupFollower(LeasedPartitions):
         partitions: list[Partition],
         group: str,
         process: Process,
+        max_entry_bytes: int = 256 * 1024,
     ) -> None:
         super().__init__(client, config, partitions)
         self.group = group
         self.process = process
         self.dead_letter = client.register_script(DEAD_LETTER_AND_ACK)
+        self.read_script = client.register_script(READ_BOUNDED)
+        self.adopt_script = client.register_script(ADOPT_PENDING)
+        self.max_entry_bytes = max_entry_bytes
         self.failures: dict[str, int] = {}
         self.last_error = "processing kept failing"
 
@@ -184,33 +203,46 @@ class GroupFollower(LeasedPartitions):
         stream = self.config.stream(partition)
         await ensure_group(self.client, stream, self.group)
         await self._adopt(stream)
+        pending, pause = True, POLL_START_S
         while await self.holding(lease):
-            failing = any(key.startswith(stream) for key in self.failures)
-            count = 1 if failing else self.config.batch_size
-            entries = await self._read(stream, "0", count, None)
-            if not entries:
-                entries = await self._read(stream, ">", count, self.config.block_ms)
-            if entries:
-                await self._handle(partition, stream, entries)
+            renew_at = time.monotonic() + self.config.lease_ms / 4000
+            while time.monotonic() < renew_at:
+                failing = any(key.startswith(stream) for key in self.failures)
+                count = 1 if failing else self.config.batch_size
+                entries = await self._read(stream, "0", count) if pending or failing else []
+                pending = bool(entries)
+                entries = entries or await self._read(stream, ">", count)
+                if entries:
+                    await self._handle(partition, stream, entries)
+                    pending = pending or any(k.startswith(stream) for k in self.failures)
+                    pause = POLL_START_S
+                else:
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, self.config.block_ms / 20_000)
 
     async def _adopt(self, stream: str) -> None:
+        """Take over every entry the group has pending (IDs only: no payload is copied)."""
         start = "0-0"
         while True:
-            reply: Any = await self.client.xautoclaim(
-                stream, self.group, self.config.replica, min_idle_time=0, start_id=start,
-                count=self.config.batch_size,
-            )  # fmt: skip
+            args: list[Any] = [self.group, self.config.replica, start, self.config.batch_size]
+            reply: Any = await self.adopt_script(keys=[stream], args=args)
             start = text(reply[0])
             if start == "0-0":
                 return
 
-    async def _read(self, stream: str, start: str, count: int, block: int | None) -> list[Entry]:
-        reply: Any = await self.client.xreadgroup(
-            self.group, self.config.replica, {stream: start}, count=count, block=block
-        )
-        if not reply:
-            return []
-        entries = [(text(i), fields or {}) for i, fields in reply[0][1]]
+    async def _read(self, stream: str, start: str, count: int) -> list[Entry]:
+        """Entries of this consumer (``0``: its pending ones, ``>``: new ones); an oversized
+        entry comes back as its size, hash and prefix only (:data:`READ_BOUNDED`)."""
+        args: list[Any] = [
+            self.group,
+            self.config.replica,
+            start,
+            count,
+            self.max_entry_bytes,
+            PREFIX_KEPT,
+        ]
+        reply: Any = await self.read_script(keys=[stream], args=args)
+        entries = [(text(entry_id), _pairs(fields)) for entry_id, fields in reply]
         gone = [entry_id for entry_id, fields in entries if not fields]
         if gone:
             await self.client.xack(stream, self.group, *gone)

@@ -18,9 +18,11 @@ from shared.domain.member import MemberState
 
 APPEND_BATCH = """
 -- One batch of ingest, all or nothing. KEYS: every key below (one partition, one slot).
--- ARGV[1]: JSON plan {ttl, members: [[key, expected, version, state]], idempotency:
---   [[key, value]], events: [json], dead: [json], stats: [[field, n]], log, dead_letters,
---   stats_key, inbox, group, ack: [entry ids]}. A member state is stored as '<version> <json>'.
+-- ARGV[1]: JSON plan {members: [[key, expected, version, state]], idempotency: [[key,
+--   digest]], ttl, events: [json], dead: [json], dead_kept, stats: [[field, n]], gone:
+--   [[set, profile id]], receipts: [[key, json without its closing brace, first event, n]],
+--   receipt_ttl, log, dead_letters, stats_key, inbox, group, ack: [entry ids]}.
+-- A member state is stored as '<version> <json>'.
 local plan = cjson.decode(ARGV[1])
 for _, member in ipairs(plan.members) do
   local stored = redis.call('GET', member[1])
@@ -34,16 +36,69 @@ local ids = {'ok'}
 for _, event in ipairs(plan.events) do
   ids[#ids + 1] = redis.call('XADD', plan.log, '*', 'event', event)
 end
-for _, letter in ipairs(plan.dead) do redis.call('XADD', plan.dead_letters, '*', 'dead', letter) end
+for _, letter in ipairs(plan.dead) do
+  redis.call('XADD', plan.dead_letters, 'MAXLEN', '~', plan.dead_kept, '*', 'dead', letter)
+end
 for _, member in ipairs(plan.members) do
   redis.call('SET', member[1], member[3] .. ' ' .. member[4])
 end
 for _, pair in ipairs(plan.idempotency) do
   redis.call('SET', pair[1], pair[2], 'EX', plan.ttl)
 end
+for _, gone in ipairs(plan.gone) do redis.call('SADD', gone[1], gone[2]) end
 for _, stat in ipairs(plan.stats) do redis.call('HINCRBY', plan.stats_key, stat[1], stat[2]) end
-if #plan.ack > 0 then redis.call('XACK', plan.inbox, plan.group, unpack(plan.ack)) end
+for _, receipt in ipairs(plan.receipts) do
+  local logged = {}
+  for i = 1, receipt[4] do logged[i] = '"' .. ids[1 + receipt[3] + i] .. '"' end
+  redis.call('RPUSH', receipt[1], receipt[2] .. ',"entry_ids":[' .. table.concat(logged, ',') .. ']}')
+  redis.call('EXPIRE', receipt[1], plan.receipt_ttl)
+end
+if #plan.ack > 0 then
+  redis.call('XACK', plan.inbox, plan.group, unpack(plan.ack))
+  -- Everything below the oldest pending entry is acknowledged: keep the inbox short.
+  local pending = redis.call('XPENDING', plan.inbox, plan.group)
+  local floor = pending[2]
+  if pending[1] == 0 then
+    local ms, seq = string.match(plan.ack[#plan.ack], '^(%d+)-(%d+)$')
+    floor = ms .. '-' .. (tonumber(seq) + 1)
+  end
+  redis.call('XTRIM', plan.inbox, 'MINID', '~', floor)
+end
 return ids
+"""
+
+ADOPT_PENDING = """
+-- KEYS[1]: stream; ARGV: group, consumer, start, count. XAUTOCLAIM of IDs only (JUSTID):
+-- taking over a crashed consumer's entries copies none of their payloads.
+return redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'COUNT', ARGV[4], 'JUSTID')
+"""
+
+READ_BOUNDED = """
+-- XREADGROUP without ever handing an oversized entry to the client: an entry whose field
+-- values add up to more than ARGV[5] bytes comes back as the fields
+-- __oversize__ '<bytes> <sha1 of its largest value>', __field__ <that field's name> and
+-- __prefix__ <its first ARGV[6] bytes>. KEYS[1]: stream; ARGV: group, consumer, start
+-- ('0' for this consumer's pending entries, '>' for new ones), count, max bytes, prefix.
+local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[4],
+  'STREAMS', KEYS[1], ARGV[3])
+if not reply then return {} end
+local entries = reply[1][2]
+local limit, keep = tonumber(ARGV[5]), tonumber(ARGV[6])
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  if fields then
+    local size, largest = 0, 2
+    for i = 2, #fields, 2 do
+      size = size + #fields[i - 1] + #fields[i]
+      if #fields[i] > #fields[largest] then largest = i end
+    end
+    if size > limit then
+      entry[2] = {'__oversize__', size .. ' ' .. redis.sha1hex(fields[largest]),
+        '__field__', fields[largest - 1], '__prefix__', string.sub(fields[largest], 1, keep)}
+    end
+  end
+end
+return entries
 """
 
 APPLY_AT_POSITION = """

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from . import events as ev
 from .families import DEFAULT_VERSION, Family, family_of
@@ -31,9 +31,13 @@ class Rejected(Exception):
 
 @dataclass(frozen=True)
 class ImageInfo:
+    """A catalog image as ingest sees it; a ``pending`` one is claimed by a registration
+    whose event is not in the log yet: no one may show, like or rank it."""
+
     creator: str
     model_version: str
     registered_by: str = ""
+    pending: bool = False
 
     @property
     def family(self) -> Family | None:
@@ -72,6 +76,10 @@ class GridState(BaseModel):
 
 
 class MemberState(BaseModel):
+    """What ingest decides with. Deleted profiles are not kept here (the state is read on
+    every message): their IDs live in a set beside it, and ``gone`` holds those of them that
+    the messages being decided name (see :func:`named_profiles`)."""
+
     model_config = ConfigDict(frozen=True)
 
     version: int = 0
@@ -82,16 +90,21 @@ class MemberState(BaseModel):
     liked: list[str] = []
     defaults: list[str] = []
     personalization: bool = False
+    gone: frozenset[str] = Field(default=frozenset(), exclude=True)
 
     def owned(self, profile_id: str, field: str = "payload.profile_id") -> ProfileState:
         profile = self.profiles.get(profile_id)
-        if profile is None:
-            raise Rejected("NOT_OWNER", f"profile {profile_id!r} is not one of yours", field)
-        if profile.deleted:
+        if self.is_deleted(profile_id):
             raise Rejected(
                 "PROFILE_DELETED", f"profile {profile_id!r} is deleted and takes no data", field
             )
+        if profile is None:
+            raise Rejected("NOT_OWNER", f"profile {profile_id!r} is not one of yours", field)
         return profile
+
+    def is_deleted(self, profile_id: str) -> bool:
+        profile = self.profiles.get(profile_id)
+        return profile_id in self.gone or (profile is not None and profile.deleted)
 
     def global_profile(self, family: str) -> ProfileState | None:
         profile_id = self.globals.get(family)
@@ -100,6 +113,19 @@ class MemberState(BaseModel):
 
 Catalog = Mapping[str, ImageInfo]
 NewId = Callable[[], str]
+
+
+def named_profiles(state: MemberState, payload: ev.Payload) -> set[str]:
+    """The profile IDs deciding ``payload`` may ask about that are not among the state's
+    profiles: whether they are deleted profiles of the member must be looked up first."""
+    named: set[str] = set()
+    if isinstance(payload, ev.GridServed | ev.ProfileRenamed | ev.ProfileDeleted):
+        named = {payload.profile_id} if payload.profile_id else set()
+    elif isinstance(payload, ev.DefaultProfilesSelected):
+        named = set(payload.profile_ids)
+    elif isinstance(payload, ev.ImagePicked) and payload.grid_id in state.grids:
+        named = {state.grids[payload.grid_id].profile_id}
+    return named - state.profiles.keys()
 
 
 def decide(
@@ -117,7 +143,7 @@ def decide(
 
 def _image(catalog: Catalog, image_id: str, field: str) -> ImageInfo:
     info = catalog.get(image_id)
-    if info is None:
+    if info is None or info.pending:
         raise Rejected("UNKNOWN_IMAGE", f"image {image_id!r} is not registered", field)
     return info
 
@@ -256,7 +282,12 @@ def _created(state, payload, member_id, catalog, rules, new_id):  # type: ignore
             "type",
         )
     if sum(not p.deleted for p in state.profiles.values()) >= MAX_PROFILES:
-        raise Rejected("TOO_MANY_PROFILES", f"at most {MAX_PROFILES} profiles per member")
+        raise Rejected(
+            "PROFILE_LIMIT",
+            f"a member has at most {MAX_PROFILES} profiles (deleted ones do not count); "
+            "delete one before creating another",
+            "type",
+        )
     created = ev.ProfileCreated(
         name=payload.name,
         profile_id=new_id(),
@@ -273,8 +304,7 @@ def _renamed(state, payload, member_id, catalog, rules, new_id):  # type: ignore
 
 
 def _deleted(state, payload, member_id, catalog, rules, new_id):  # type: ignore[no-untyped-def]
-    profile = state.profiles.get(payload.profile_id)
-    if profile is not None and profile.deleted:
+    if state.is_deleted(payload.profile_id):
         return []
     profile = state.owned(payload.profile_id)
     if profile.is_global:
@@ -362,8 +392,12 @@ def _evolve_unliked(state, p, rules):  # type: ignore[no-untyped-def]
 
 
 def _evolve_deleted(state, p, rules):  # type: ignore[no-untyped-def]
-    update = _with_profile(state, p.profile_id, deleted=True)
-    return {**update, "defaults": [d for d in state.defaults if d != p.profile_id]}
+    profiles = {pid: profile for pid, profile in state.profiles.items() if pid != p.profile_id}
+    return {
+        "profiles": profiles,
+        "gone": state.gone | {p.profile_id},
+        "defaults": [d for d in state.defaults if d != p.profile_id],
+    }
 
 
 _EVOLVERS: dict[type[ev.Payload], Callable[..., dict[str, object]]] = {
