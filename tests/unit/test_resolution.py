@@ -1,7 +1,8 @@
 """Rules 8-10: resolving ``--p`` into codes, one taste vector and a strength, or a clear error.
 
-Each test goes through both steps the adapter takes: :func:`lookups` says what to fetch, only
-that is fetched from a small store, and :func:`resolve` decides with what came back.
+Each test goes through the steps the adapter takes: :func:`lookups` says what to fetch, only
+that is fetched from a small store of read models, :func:`followups` what else tells whether
+those codes' profiles were deleted, and :func:`resolve` decides with what came back.
 """
 
 from __future__ import annotations
@@ -11,8 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.domain.resolution import ResolveResponse, lookups, resolve
-from shared.domain.views import MemberView
+from shared.domain.resolution import (
+    ResolveResponse,
+    deleted_profiles,
+    followups,
+    lookups,
+    resolve,
+)
+from shared.domain.views import CodeView, MemberView, ProfileModel
 from shared.prompt import parse_prompt, strength
 from shared.prompt.grammar import WEIGHT_MAX, WEIGHT_MIN
 from tests.unit.builders import code_view, member_view, summary, unit
@@ -26,8 +33,8 @@ ALICE = member_view(
     summary("gv6", family="v6", version="6.1", is_global=True, latest_code="aaaaaa6"),
     summary("moody", name="Moody", latest_code="mmmmmm1"),
     summary("eight", version="8", latest_code="eeeeee8"),
-    summary("gone", deleted=True, latest_code="ggggggg"),
 )
+BOB = member_view("bob", summary("pbob", is_global=True, latest_code="bbbbbbb"))
 STORE = {
     view.code: view
     for view in (
@@ -35,23 +42,41 @@ STORE = {
         code_view("aaaaaa6", profile_id="gv6", vector=E2, family="v6", version="6.1"),
         code_view("mmmmmm1", profile_id="moody", profile_name="Moody", vector=E3),
         code_view("eeeeee8", profile_id="eight", vector=E4, version="8"),
-        code_view("ggggggg", profile_id="gone", vector=unit(1, 1, 0, 0)),
+        code_view("ggggggg", profile_id="gone", profile_name="Old", vector=unit(1, 1, 0, 0)),
         code_view("bbbbbbb", profile_id="pbob", member_id="bob", vector=unit(0, 0, 1, 1)),
+        code_view("bgone01", profile_id="pbob2", member_id="bob", vector=unit(0, 1, 1, 0)),
     )
 }
-OWNERS = {"pbob": "bob"}
+MODELS = {
+    "pbob": ProfileModel(profile_id="pbob", member_id="bob"),
+    "gone": ProfileModel(
+        profile_id="gone",
+        member_id="alice",
+        summary=summary("gone", name="Gone", deleted=True, latest_code="ggggggg"),
+    ),
+    "pbob2": ProfileModel(
+        profile_id="pbob2", member_id="bob", summary=summary("pbob2", deleted=True)
+    ),
+}
+VIEWS = {"alice": ALICE, "bob": BOB}
 
 
 def run(
-    prompt: str, member: MemberView | None = ALICE, member_id: str = "alice"
+    prompt: str,
+    member: MemberView | None = ALICE,
+    member_id: str = "alice",
+    store: dict[str, CodeView] = STORE,
 ) -> ResolveResponse:
     parsed = parse_prompt(prompt)
     wanted = lookups(parsed, member)
-    codes = {c: STORE[c] for c in wanted.codes if c in STORE}
-    owners = {p: OWNERS[p] for p in wanted.profiles if p in OWNERS}
-    own = member.profiles.values() if member else ()
-    deleted = frozenset(p.profile_id for p in own if p.deleted)
-    return resolve(parsed, member_id, member, codes, owners, deleted, NEEDED)
+    codes = {c: store[c] for c in wanted.codes if c in store}
+    models = {p: MODELS[p] for p in wanted.profiles if p in MODELS}
+    more = followups(member_id, member, codes)
+    owners = {m: VIEWS[m] for m in more.members if m in VIEWS}
+    models |= {p: MODELS[p] for p in more.profiles if p in MODELS}
+    foreign = {p: model.member_id for p, model in models.items()}
+    deleted = deleted_profiles(member_id, codes, models, owners)
+    return resolve(parsed, member_id, member, codes, foreign, deleted, NEEDED)
 
 
 def vector_of(response: ResolveResponse) -> np.ndarray:
@@ -223,6 +248,36 @@ def test_rule6_deleted_own_profile_id_is_refused_but_its_codes_keep_working() ->
     response = run("a cat --p ggggggg")
     assert codes_of(response) == ["ggggggg"]
     assert response.warnings == ["code ggggggg comes from a deleted profile; it keeps working"]
+    assert response.entries[0].profile_name == "Gone", "the name it had when it was deleted"
+
+
+def test_rule6_a_shared_code_of_a_deleted_profile_keeps_working_with_a_warning() -> None:
+    response = run("a cat --p bgone01 bbbbbbb")
+    assert codes_of(response) == ["bgone01", "bbbbbbb"]
+    assert response.warnings == ["code bgone01 comes from a deleted profile; it keeps working"]
+    assert [e.profile_name for e in response.entries] == [None, None]
+
+
+def test_followups_ask_for_other_owners_views_and_own_inactive_profiles() -> None:
+    codes = {c: STORE[c] for c in ("aaaaaa7", "ggggggg", "bbbbbbb", "bgone01")}
+    wanted = followups("alice", ALICE, codes)
+    assert (wanted.codes, wanted.profiles, wanted.members) == (set(), {"gone"}, {"bob"})
+    assert followups("alice", ALICE, {"aaaaaa7": STORE["aaaaaa7"]}) == type(wanted)()
+
+
+def test_a_shared_codes_profile_is_deleted_when_its_owner_no_longer_has_it() -> None:
+    codes = {c: STORE[c] for c in ("bbbbbbb", "bgone01")}
+    assert deleted_profiles("alice", codes, {}, {"bob": BOB}) == {"pbob2": None}
+    assert deleted_profiles("alice", codes, {}, {}) == {}, "without the owner's view: unknown"
+
+
+def test_own_profile_created_after_her_view_was_read_is_not_called_deleted() -> None:
+    fresh = {"pnew": ProfileModel(profile_id="pnew", member_id="alice")}
+    parsed = parse_prompt("a cat --p pnew")
+    response = resolve(parsed, "alice", ALICE, {}, {"pnew": "alice"}, {}, NEEDED)
+    assert response.error is not None and response.error.code == "PROFILE_LOCKED"
+    assert "just created" in response.error.message
+    assert deleted_profiles("alice", {}, fresh, {}) == {}
 
 
 def test_rule8_profile_ids_are_rewritten_to_codes_and_other_parameters_kept() -> None:
@@ -232,16 +287,16 @@ def test_rule8_profile_ids_are_rewritten_to_codes_and_other_parameters_kept() ->
     assert codes_of(run(response.prompt)) == ["mmmmmm1", "aaaaaa6", "bbbbbbb"]
 
 
-def test_lookups_fetch_latest_codes_of_own_profiles_and_foreign_values_by_shape() -> None:
+def test_lookups_fetch_latest_codes_of_own_profiles_and_other_values_by_shape() -> None:
     wanted = lookups(parse_prompt("a cat --p moody bbbbbbb pbob gone"), ALICE)
-    assert wanted.codes == {"mmmmmm1", "bbbbbbb", "ggggggg"}
-    assert wanted.profiles == {"pbob"}
+    assert wanted.codes == {"mmmmmm1", "bbbbbbb"}
+    assert wanted.profiles == {"pbob", "gone"}, "a deleted profile is not in her view"
 
 
 def test_lookups_for_bare_p_fetch_every_latest_code() -> None:
     member = with_changes(profiles={**ALICE.profiles, "new": summary("new", picks=0)})
     wanted = lookups(parse_prompt("a cat --p"), member)
-    assert wanted.codes == {"aaaaaa7", "aaaaaa6", "mmmmmm1", "eeeeee8", "ggggggg"}
+    assert wanted.codes == {"aaaaaa7", "aaaaaa6", "mmmmmm1", "eeeeee8"}
     assert wanted.profiles == set()
 
 
