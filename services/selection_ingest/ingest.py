@@ -36,6 +36,7 @@ from shared.domain.member import (
     evolve,
     named_profiles,
 )
+from shared.domain.receipt import Receipt, Status
 from shared.keys import Partition, family_images, image_key, partition_of
 from shared.settings import Settings
 
@@ -108,11 +109,11 @@ class Decoded:
 def decode(entry: InboxEntry, partition: Partition, partitions: int, max_bytes: int) -> Decoded:
     """Parse and validate one inbox entry, or raise :class:`Rejected` saying why."""
     if OVERSIZE in entry.fields:
-        size, sha1 = text(entry.fields[OVERSIZE]).split(" ")
+        size, _, sha1 = text(entry.fields[OVERSIZE]).split(" ")
         raise Rejected(
             "TOO_LARGE",
-            f"message is {size} bytes (SHA-1 {sha1}); at most {max_bytes}: only its first "
-            f"{len(entry.raw)} bytes are kept",
+            f"the entry is {size} bytes; at most {max_bytes}. Only the first {len(entry.raw)} "
+            f"bytes are kept, with the size and SHA-1 ({sha1}) of the whole",
             "data",
         )
     if b"data" not in entry.fields and b"__data__" not in entry.fields:
@@ -238,21 +239,20 @@ class Ingest:
         plan.dead.append(self._dead(entry, why, deliveries))
         plan.count("rejected")
         if address is not None:
-            status = {"status": "rejected", "code": why.code, "reason": why.message}
-            self._receipt(plan, address, status | {"field": why.field}, 0)
+            receipt = Receipt(status="rejected", code=why.code, reason=why.message, field=why.field)
+            self._receipt(plan, address, receipt, 0)
 
-    def _receipt(
-        self, plan: Plan, address: tuple[str, str], outcome: dict[str, Any], events: int
-    ) -> None:
-        """Push ``outcome`` (with the entry IDs of the message's last ``events`` events)."""
-        body = json.dumps({"schema_version": 1, **outcome}, sort_keys=True)
+    def _receipt(self, plan: Plan, address: tuple[str, str], receipt: Receipt, events: int) -> None:
+        """Push ``receipt`` with the entry IDs of the plan's last ``events`` events."""
         key = self.partition.receipt(*address)
-        plan.receipts.append((key, body[:-1], len(plan.events) - events, events))
+        plan.receipts.append(
+            (key, receipt.body_without_entries(), len(plan.events) - events, events)
+        )
 
     def _dead(self, entry: InboxEntry, why: Rejected, deliveries: int) -> DeadLetter:
         extra: dict[str, Any] = {}
         if OVERSIZE in entry.fields:
-            size, sha1 = text(entry.fields[OVERSIZE]).split(" ")
+            _, size, sha1 = text(entry.fields[OVERSIZE]).split(" ")
             extra = {"original_size": int(size), "original_sha1": sha1}
         return DeadLetter.of(
             entry.raw,
@@ -276,7 +276,7 @@ class Ingest:
             stored = digests.get(item.scope)
             if stored == item.digest:
                 plan.count("duplicates")
-                self._receipt(plan, item.scope, {"status": "duplicate"}, 0)
+                self._receipt(plan, item.scope, Receipt(status="duplicate"), 0)
                 if isinstance(item.payload, ev.ImageRegistered):
                     plan.images[item.payload.image_id] = (item, item.payload)
                 continue
@@ -299,8 +299,8 @@ class Ingest:
             plan.idempotency[key] = item.digest
             plan.count("accepted" if new_events else "ignored")
             plan.count("events", len(new_events))
-            status = "accepted" if new_events else "ignored"
-            self._receipt(plan, item.scope, {"status": status}, len(new_events))
+            status: Status = "accepted" if new_events else "ignored"
+            self._receipt(plan, item.scope, Receipt(status=status), len(new_events))
         return plan
 
     def _append(

@@ -74,10 +74,10 @@ return redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'COUNT', 
 """
 
 READ_BOUNDED = """
--- XREADGROUP without ever handing an oversized entry to the client: an entry whose field
--- values add up to more than ARGV[5] bytes comes back as the fields
--- __oversize__ '<bytes> <sha1 of its largest value>', __field__ <that field's name> and
--- __prefix__ <its first ARGV[6] bytes>. KEYS[1]: stream; ARGV: group, consumer, start
+-- XREADGROUP without ever handing an oversized entry to the client: an entry whose fields
+-- and values add up to more than ARGV[5] bytes comes back as the fields __oversize__
+-- '<entry bytes> <bytes of its largest value> <sha1 of that value>', __field__ <that
+-- field's name> and __prefix__ <its first ARGV[6] bytes>. KEYS[1]: stream; ARGV: group, consumer, start
 -- ('0' for this consumer's pending entries, '>' for new ones), count, max bytes, prefix.
 local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[4],
   'STREAMS', KEYS[1], ARGV[3])
@@ -93,8 +93,9 @@ for _, entry in ipairs(entries) do
       if #fields[i] > #fields[largest] then largest = i end
     end
     if size > limit then
-      entry[2] = {'__oversize__', size .. ' ' .. redis.sha1hex(fields[largest]),
-        '__field__', fields[largest - 1], '__prefix__', string.sub(fields[largest], 1, keep)}
+      local value = fields[largest]
+      entry[2] = {'__oversize__', size .. ' ' .. #value .. ' ' .. redis.sha1hex(value),
+        '__field__', fields[largest - 1], '__prefix__', string.sub(value, 1, keep)}
     end
   end
 end
