@@ -37,6 +37,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from services.prompt_resolver.resolver import deleted_summaries
 from services.replay import rebuild, verify
 from services.supervisor import SERVICES, Stack
 from shared.adapters.generation import active_generation
@@ -943,8 +944,10 @@ async def compare_models(
         got: dict[str, Any] = view.model_dump(
             include={"personalization", "default_version", "defaults"}
         )
+        keys = partition.read_model(generation)
+        everyone = {**view.profiles, **await deleted_summaries(client, keys, view)}
         got["profiles"] = {
-            i: (p.picks, p.name, p.deleted, p.is_global, p.family) for i, p in view.profiles.items()
+            i: (p.picks, p.name, p.deleted, p.is_global, p.family) for i, p in everyone.items()
         }
         wrong += _differences(sim.member, "read model", got, want)
         stored: Any = await client.get(partition.member_state(sim.member))

@@ -22,6 +22,7 @@ CLASSES = [
     ("profiles", r"pz:\{p\d+\}:rm:{G}:profile:"),
     ("minter memory", r"pz:\{p\d+\}:mint:profile:"),
     ("codes", r"pz:\{p\d+\}:(rm:{G}:code:|mint:code:)"),
+    ("member histories (codes, deletions)", r"pz:\{p\d+\}:rm:{G}:(codes|deleted):"),
     ("deleted-profile sets", r"pz:\{p\d+\}:gone:"),
     ("log", r"pz:\{p\d+\}:log$"),
     ("idempotency keys", r"pz:\{p\d+\}:idem:"),

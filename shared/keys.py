@@ -114,6 +114,14 @@ class ReadModelKeys:
     def code(self, code: str) -> str:
         return f"{self.base}:code:{code}"
 
+    def member_code(self, member_id: str, index: int) -> str:
+        """The member's ``index``-th code (0 = first); ``|`` never occurs in a member ID."""
+        return f"{self.base}:codes:{member_id}|{index}"
+
+    def member_deletion(self, member_id: str, index: int) -> str:
+        """The ``index``-th profile the member deleted (0 = first)."""
+        return f"{self.base}:deleted:{member_id}|{index}"
+
     def prior(self, model_id: str) -> str:
         return f"{self.base}:prior:{model_id}"
 
