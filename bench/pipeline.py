@@ -24,9 +24,10 @@ import redis.asyncio as aioredis
 
 from bench.memory import census
 from services.supervisor import Stack
+from shared.adapters.catalog import registered
 from shared.adapters.store import text
 from shared.client import Client, inbound
-from shared.keys import all_partitions, image_key
+from shared.keys import all_partitions
 from shared.settings import Settings
 
 
@@ -107,7 +108,7 @@ async def throughput(
         for i in range(images)
     ]  # fmt: skip
     await client.publish_many(catalog)
-    while await client.redis.exists(*[image_key(f"b{i}") for i in range(images)]) < images:
+    while not all(await registered(client.redis, [f"b{i}" for i in range(images)])):
         await asyncio.sleep(0.1)
     while not await drained(client.redis, settings):
         await asyncio.sleep(0.1)

@@ -78,6 +78,14 @@ class Partition:
         """The set of a member's deleted profile IDs, kept out of the member state."""
         return f"{self.tag}:gone:{member_id}"
 
+    def liked_images(self, member_id: str) -> str:
+        """The set of images a member likes, kept out of the member state."""
+        return f"{self.tag}:liked:{member_id}"
+
+    def member_set(self, name: str, member_id: str) -> str:
+        """One of the sets beside a member's state: ``gone`` or ``liked``."""
+        return {"gone": self.deleted_profiles, "liked": self.liked_images}[name](member_id)
+
     def read_model(self, generation: int) -> ReadModelKeys:
         return ReadModelKeys(f"{self.tag}:rm:{generation}")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -34,7 +34,9 @@ from shared.domain.member import (
     Rules,
     decide,
     evolve,
+    named_images,
     named_profiles,
+    set_changes,
 )
 from shared.domain.receipt import Receipt, Status
 from shared.keys import Partition, family_images, image_key, partition_of
@@ -166,7 +168,7 @@ class Plan:
     events: list[bytes] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     images: dict[str, tuple[Decoded, ev.ImageRegistered]] = field(default_factory=dict)
-    gone: list[tuple[str, str]] = field(default_factory=list)
+    sets: list[tuple[str, str, str]] = field(default_factory=list)
     receipts: list[tuple[str, str, int, int]] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
 
@@ -324,9 +326,8 @@ class Ingest:
             if isinstance(event, ev.ImageRegistered):
                 plan.images[event.image_id] = (item, event)
                 catalog[event.image_id] = ImageInfo(item.member_id, event.model_version, item.owner)
-            if isinstance(event, ev.ProfileDeleted):
-                gone = self.partition.deleted_profiles(item.member_id)
-                plan.gone.append((gone, event.profile_id))
+            for name, change, value in set_changes(event):
+                plan.sets.append((self.partition.member_set(name, item.member_id), change, value))
         return state
 
     async def _load(self, decoded: list[Decoded]) -> Loaded:
@@ -345,9 +346,37 @@ class Ingest:
             replies = await pipe.execute()
         states = {m: stored_state(raw) for m, raw in zip(members, replies[0], strict=True)}
         digests = {scope: text(raw) for scope, raw in zip(scopes, replies[1], strict=True) if raw}
-        catalog = self._cache_images(dict(zip(images, replies[2:], strict=True)))
-        catalog.update({i: self.known_images[i] for i in wanted if i in self.known_images})
-        return Loaded(await self._with_deleted(states, decoded), digests, catalog)
+        pending = await self._settled(
+            self._cache_images(dict(zip(images, replies[2:], strict=True)))
+        )
+        catalog = {i: self.known_images[i] for i in wanted if i in self.known_images}
+        return Loaded(await self._with_sets(states, decoded), digests, pending | catalog)
+
+    async def _settled(self, claims: dict[str, ImageInfo]) -> dict[str, ImageInfo]:
+        """Claims whose registration is in the log after all (its owner's idempotency key
+        exists: a crash, or another partition's ingest, came between the append and the
+        clearing of the claim) are registered images: clear them now. The rest stay
+        pending."""
+        if not claims:
+            return {}
+        owners = {
+            image: info.registered_by.split("|", 1)
+            for image, info in claims.items()
+            if "|" in info.registered_by
+        }
+        async with self.client.pipeline(transaction=False) as pipe:
+            for member, key in owners.values():
+                pipe.exists(
+                    Partition(partition_of(member, self.settings.partitions)).idempotency(
+                        member, key
+                    )
+                )
+            logged = await pipe.execute()
+        done = {image for image, flag in zip(owners, logged, strict=True) if flag}
+        await self._publish({image: claims[image].model_version for image in done})
+        for image in done:
+            self.known_images[image] = replace(claims[image], pending=False)
+        return {image: info for image, info in claims.items() if image not in done}
 
     def _cache_images(self, found: dict[str, list[Any]]) -> dict[str, ImageInfo]:
         """Remember registered images (they are immutable); return the claims that are
@@ -365,43 +394,48 @@ class Ingest:
                 self.known_images[image] = info
         return pending
 
-    async def _with_deleted(
+    async def _with_sets(
         self, states: dict[str, MemberState], decoded: list[Decoded]
     ) -> dict[str, MemberState]:
-        """The states, each knowing which of the profiles its messages name are deleted."""
-        named: dict[str, set[str]] = {}
-        for item in decoded:
-            found = named_profiles(states[item.member_id], item.payload)
-            if found:
-                named.setdefault(item.member_id, set()).update(found)
-        if not named:
+        """The states, each knowing what its sets say about the profiles and images its
+        messages name: which are deleted, which are liked."""
+        asked: list[tuple[str, str, list[str]]] = []
+        for member in sorted({item.member_id for item in decoded}):
+            items = [item for item in decoded if item.member_id == member]
+            profiles = {p for item in items for p in named_profiles(states[member], item.payload)}
+            images = {i for item in items for i in named_images(item.payload)}
+            asked += [(member, "gone", sorted(profiles)), (member, "likes", sorted(images))]
+        asked = [question for question in asked if question[2]]
+        if not asked:
             return states
-        asked = {member: sorted(ids) for member, ids in named.items()}
         async with self.client.pipeline(transaction=False) as pipe:
-            for member, ids in asked.items():
-                pipe.smismember(self.partition.deleted_profiles(member), ids)
+            for member, name, ids in asked:
+                kind = "gone" if name == "gone" else "liked"
+                pipe.smismember(self.partition.member_set(kind, member), ids)
             replies = await pipe.execute()
-        for (member, ids), flags in zip(asked.items(), replies, strict=True):
-            gone = frozenset(i for i, flag in zip(ids, flags, strict=True) if flag)
-            states[member] = states[member].model_copy(update={"gone": gone})
+        for (member, name, ids), flags in zip(asked, replies, strict=True):
+            found = frozenset(i for i, flag in zip(ids, flags, strict=True) if flag)
+            states[member] = states[member].model_copy(update={name: found})
         return states
 
     async def _commit(self, plan: Plan, ack: list[str]) -> bool:
+        """Run :data:`APPEND_BATCH`: a small header, then every event, dead letter and
+        member state as an argument of its own (none of them is ever larger than about a
+        message, so a server that caps arguments, ``proto-max-bulk-len``, accepts them)."""
         part = self.partition
         members = [
-            [part.member_state(m), str(plan.expected[m]), str(state.version),
-             state.model_dump_json()]
+            [part.member_state(m), str(plan.expected[m]), str(state.version)]
             for m, state in plan.states.items()
-        ]  # fmt: skip
-        body = {
+        ]
+        header = {
             "members": members,
             "idempotency": [[key, digest] for key, digest in plan.idempotency.items()],
             "ttl": self.settings.idempotency_ttl_s,
-            "events": [event.decode() for event in plan.events],
-            "dead": [letter.to_bytes().decode() for letter in plan.dead],
+            "events": len(plan.events),
+            "dead": len(plan.dead),
             "dead_kept": self.settings.dead_letters_kept,
             "stats": [[name, count] for name, count in sorted(plan.stats.items())],
-            "gone": [list(pair) for pair in plan.gone],
+            "sets": [list(change) for change in plan.sets],
             "receipts": [list(receipt) for receipt in plan.receipts],
             "receipt_ttl": self.settings.receipt_ttl_s,
             "log": part.log,
@@ -411,10 +445,13 @@ class Ingest:
             "group": GROUP,
             "ack": ack,
         }
+        args: list[Any] = [json.dumps(header), *plan.events]
+        args += [letter.to_bytes() for letter in plan.dead]
+        args += [state.model_dump_json() for state in plan.states.values()]
         keys = [part.log, part.dead_letters, part.stats, part.inbox]
         keys += [m[0] for m in members] + list(plan.idempotency)
-        keys += sorted({gone for gone, _ in plan.gone} | {r[0] for r in plan.receipts})
-        reply = await self.script(keys=keys, args=[json.dumps(body)])
+        keys += sorted({key for key, _, _ in plan.sets} | {r[0] for r in plan.receipts})
+        reply = await self.script(keys=keys, args=args)
         return text(reply[0]) == "ok"
 
     async def _claim_images(self, images: dict[str, tuple[Decoded, ev.ImageRegistered]]) -> bool:
@@ -441,13 +478,16 @@ class Ingest:
         return not lost
 
     async def _publish_images(self, images: dict[str, tuple[Decoded, ev.ImageRegistered]]) -> None:
+        await self._publish({image: event.model_version for image, (_, event) in images.items()})
+
+    async def _publish(self, versions: dict[str, str]) -> None:
         """Once their events are in the log, images stop being claims: grids may show them."""
-        if not images:
+        if not versions:
             return
         async with self.client.pipeline(transaction=False) as pipe:
-            for image_id, (_, event) in images.items():
+            for image_id, version in versions.items():
                 pipe.hdel(image_key(image_id), "pending")
-                family = family_of(event.model_version)
+                family = family_of(version)
                 if family is not None:
                     pipe.sadd(family_images(family), image_id)
             await pipe.execute()

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from shared.domain.events import ImageRegistered
+from shared.keys import image_key
 
 CLAIM_IMAGE = """
 -- KEYS[1]: the image; ARGV: its fields and values, 'key' naming the claimant.
@@ -30,3 +31,12 @@ def catalog_entry(event: ImageRegistered, creator: str, key: str) -> dict[Any, A
 def claim_args(entry: dict[Any, Any]) -> list[Any]:
     """The claim of a new image: its entry, marked pending until its event is logged."""
     return [x for pair in {**entry, "pending": "1"}.items() for x in pair]
+
+
+async def registered(client: Any, image_ids: list[str]) -> list[bool]:
+    """Whether each image is in the catalog and no longer a pending claim."""
+    async with client.pipeline(transaction=False) as pipe:
+        for image_id in image_ids:
+            pipe.hmget(image_key(image_id), "creator", "pending")
+        found = await pipe.execute()
+    return [creator is not None and pending is None for creator, pending in found]

@@ -18,10 +18,11 @@ from shared.domain.member import MemberState
 
 APPEND_BATCH = """
 -- One batch of ingest, all or nothing. KEYS: every key below (one partition, one slot).
--- ARGV[1]: JSON plan {members: [[key, expected, version, state]], idempotency: [[key,
---   digest]], ttl, events: [json], dead: [json], dead_kept, stats: [[field, n]], gone:
---   [[set, profile id]], receipts: [[key, json without its closing brace, first event, n]],
---   receipt_ttl, log, dead_letters, stats_key, inbox, group, ack: [entry ids]}.
+-- ARGV[1]: JSON header {members: [[key, expected, version]], idempotency: [[key, digest]],
+--   ttl, events: n, dead: n, dead_kept, stats: [[field, n]], sets: [[key, 'add'|'remove',
+--   member]], receipts: [[key, json without its closing brace, first event, n]],
+--   receipt_ttl, log, dead_letters, stats_key, inbox, group, ack: [entry ids]};
+-- then the events, the dead letters and the members' states, one argument each.
 -- A member state is stored as '<version> <json>'.
 local plan = cjson.decode(ARGV[1])
 for _, member in ipairs(plan.members) do
@@ -33,19 +34,22 @@ for _, pair in ipairs(plan.idempotency) do
   if redis.call('EXISTS', pair[1]) == 1 then return {'duplicate', pair[1]} end
 end
 local ids = {'ok'}
-for _, event in ipairs(plan.events) do
-  ids[#ids + 1] = redis.call('XADD', plan.log, '*', 'event', event)
+for i = 1, plan.events do
+  ids[#ids + 1] = redis.call('XADD', plan.log, '*', 'event', ARGV[1 + i])
 end
-for _, letter in ipairs(plan.dead) do
-  redis.call('XADD', plan.dead_letters, 'MAXLEN', '~', plan.dead_kept, '*', 'dead', letter)
+for i = 1, plan.dead do
+  redis.call('XADD', plan.dead_letters, 'MAXLEN', '~', plan.dead_kept, '*', 'dead',
+    ARGV[1 + plan.events + i])
 end
-for _, member in ipairs(plan.members) do
-  redis.call('SET', member[1], member[3] .. ' ' .. member[4])
+for i, member in ipairs(plan.members) do
+  redis.call('SET', member[1], member[3] .. ' ' .. ARGV[1 + plan.events + plan.dead + i])
 end
 for _, pair in ipairs(plan.idempotency) do
   redis.call('SET', pair[1], pair[2], 'EX', plan.ttl)
 end
-for _, gone in ipairs(plan.gone) do redis.call('SADD', gone[1], gone[2]) end
+for _, change in ipairs(plan.sets) do
+  redis.call(change[2] == 'add' and 'SADD' or 'SREM', change[1], change[3])
+end
 for _, stat in ipairs(plan.stats) do redis.call('HINCRBY', plan.stats_key, stat[1], stat[2]) end
 for _, receipt in ipairs(plan.receipts) do
   local logged = {}

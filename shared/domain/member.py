@@ -76,9 +76,11 @@ class GridState(BaseModel):
 
 
 class MemberState(BaseModel):
-    """What ingest decides with. Deleted profiles are not kept here (the state is read on
-    every message): their IDs live in a set beside it, and ``gone`` holds those of them that
-    the messages being decided name (see :func:`named_profiles`)."""
+    """What ingest decides with, read on every message of the member, so nothing in it may
+    grow without bound: deleted profile IDs and liked images live in sets beside it
+    (:func:`set_changes`), and ``gone`` and ``likes`` hold what those sets say about the
+    profiles and images the messages being decided name (:func:`named_profiles`,
+    :func:`named_images`). ``liked`` is only read: states written before the sets existed."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -91,6 +93,7 @@ class MemberState(BaseModel):
     defaults: list[str] = []
     personalization: bool = False
     gone: frozenset[str] = Field(default=frozenset(), exclude=True)
+    likes: frozenset[str] = Field(default=frozenset(), exclude=True)
 
     def owned(self, profile_id: str, field: str = "payload.profile_id") -> ProfileState:
         profile = self.profiles.get(profile_id)
@@ -101,6 +104,9 @@ class MemberState(BaseModel):
         if profile is None:
             raise Rejected("NOT_OWNER", f"profile {profile_id!r} is not one of yours", field)
         return profile
+
+    def has_liked(self, image_id: str) -> bool:
+        return image_id in self.likes or image_id in self.liked
 
     def is_deleted(self, profile_id: str) -> bool:
         profile = self.profiles.get(profile_id)
@@ -126,6 +132,28 @@ def named_profiles(state: MemberState, payload: ev.Payload) -> set[str]:
     elif isinstance(payload, ev.ImagePicked) and payload.grid_id in state.grids:
         named = {state.grids[payload.grid_id].profile_id}
     return named - state.profiles.keys()
+
+
+def named_images(payload: ev.Payload) -> set[str]:
+    """The images whose "liked" flag deciding ``payload`` needs."""
+    if isinstance(payload, ev.ImageLiked | ev.ImageUnliked):
+        return {payload.image_id}
+    return set()
+
+
+SetChange = tuple[str, str, str]
+"""(``"gone"`` or ``"liked"``, ``"add"`` or ``"remove"``, the member's profile or image ID)."""
+
+
+def set_changes(payload: ev.Payload) -> list[SetChange]:
+    """What an appended event changes in the member's sets beside the state."""
+    if isinstance(payload, ev.ProfileDeleted):
+        return [("gone", "add", payload.profile_id)]
+    if isinstance(payload, ev.ImageLiked):
+        return [("liked", "add", payload.image_id)]
+    if isinstance(payload, ev.ImageUnliked):
+        return [("liked", "remove", payload.image_id)]
+    return []
 
 
 def decide(
@@ -239,7 +267,7 @@ def _picked(state, payload, member_id, catalog, rules, new_id):  # type: ignore[
 
 def _liked(state, payload, member_id, catalog, rules, new_id):  # type: ignore[no-untyped-def]
     info = _image(catalog, payload.image_id, "payload.image_id")
-    if info.creator == member_id or payload.image_id in state.liked or info.family is None:
+    if info.creator == member_id or state.has_liked(payload.image_id) or info.family is None:
         return []
     profile_id, derived = _global_for(state, info.family, new_id)
     return [*derived, payload.model_copy(update={"profile_id": profile_id})]
@@ -247,7 +275,7 @@ def _liked(state, payload, member_id, catalog, rules, new_id):  # type: ignore[n
 
 def _unliked(state, payload, member_id, catalog, rules, new_id):  # type: ignore[no-untyped-def]
     info = _image(catalog, payload.image_id, "payload.image_id")
-    if payload.image_id not in state.liked or info.family is None:
+    if not state.has_liked(payload.image_id) or info.family is None:
         return []
     profile = state.global_profile(info.family)
     assert profile is not None  # a like created it
@@ -384,11 +412,14 @@ def _evolve_picked(state, p, rules):  # type: ignore[no-untyped-def]
 
 
 def _evolve_liked(state, p, rules):  # type: ignore[no-untyped-def]
-    return {"liked": sorted({*state.liked, p.image_id})}
+    return {"likes": state.likes | {p.image_id}}
 
 
 def _evolve_unliked(state, p, rules):  # type: ignore[no-untyped-def]
-    return {"liked": [image for image in state.liked if image != p.image_id]}
+    return {
+        "likes": state.likes - {p.image_id},
+        "liked": [image for image in state.liked if image != p.image_id],
+    }
 
 
 def _evolve_deleted(state, p, rules):  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ from services.selection_ingest.app import build
 from services.selection_ingest.ingest import GROUP, InboxEntry, Ingest
 from shared.adapters.store import ensure_group, stored_state
 from shared.client import Client, inbound
+from shared.deadletter import DeadLetter
 from shared.domain.receipt import Receipt
 from shared.keys import Partition, image_key, partition_for, partition_of
 from shared.settings import Settings
@@ -157,18 +158,42 @@ async def _delivered(
     return [InboxEntry(i.decode(), fields) for i, fields in reply[0][1]]
 
 
-async def test_an_oversized_entry_is_never_read_whole(settings: Settings) -> None:
+async def test_an_oversized_entry_behind_others_is_never_read_whole(settings: Settings) -> None:
+    """Entries waiting in the inbox are read by a script that hands over only the size,
+    hash and prefix of an oversized one: the entry never crosses the wire."""
     huge = json.dumps(
         inbound("PersonalizationToggled", "ivy", {"enabled": True, "pad": "x" * (3 << 20)})
     ).encode()
     good = inbound("PersonalizationToggled", "ivy", {"enabled": True})
-    async with build(settings), Client(settings.redis_url, settings.partitions) as client:
+    async with Client(settings.redis_url, settings.partitions) as client:
+        inbox = client.inbox("ivy")
+        await ensure_group(client.redis, inbox, GROUP)
+        await client.publish(inbound("PersonalizationToggled", "ivy", {"enabled": False}))
+        await client.redis.xadd(inbox, {"data": huge})
+        await client.publish(good)
         sent_before = await _bytes_sent(client.redis)
-        await client.redis.xadd(client.inbox("ivy"), {"data": huge})
-        assert (await client.publish_and_wait(good)).status == "accepted"
-        sent = await _bytes_sent(client.redis) - sent_before
+        async with build(settings):
+            assert (await client.receipt(good)).status == "accepted"
+            sent = await _bytes_sent(client.redis) - sent_before
         [letter] = await dead_letters(client.redis, settings.partitions)
     assert sent < 1 << 20, f"the server sent {sent:,} bytes for a {len(huge):,}-byte entry"
+    assert_truncated(letter, huge)
+
+
+async def test_an_oversized_entry_of_an_idle_inbox_keeps_only_its_prefix(
+    settings: Settings,
+) -> None:
+    huge = json.dumps(inbound("DefaultVersionSet", "ivo", {"version": "7" * (2 << 20)})).encode()
+    good = inbound("PersonalizationToggled", "ivo", {"enabled": True})
+    async with build(settings), Client(settings.redis_url, settings.partitions) as client:
+        await client.publish_and_wait(inbound("PersonalizationToggled", "ivo", {"enabled": False}))
+        await client.redis.xadd(client.inbox("ivo"), {"data": huge})
+        assert (await client.publish_and_wait(good)).status == "accepted"
+        [letter] = await dead_letters(client.redis, settings.partitions)
+    assert_truncated(letter, huge)
+
+
+def assert_truncated(letter: DeadLetter, huge: bytes) -> None:
     assert letter.code == "TOO_LARGE" and letter.truncated
     assert letter.original_size == len(huge)
     assert letter.original_sha1 == hashlib.sha1(huge).hexdigest()
