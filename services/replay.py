@@ -244,8 +244,9 @@ async def import_log(
             if event.type not in NOT_FROM_INGEST:
                 key = (index, event.member_id)
                 states[key] = evolve(states.get(key, MemberState()), payload, rules)
-                idempotency = event.event_id.split("#", 1)[0]
-                pipe.set(partition.idempotency(idempotency), "1", ex=settings.idempotency_ttl_s)
+                idempotency = partition.idempotency(event.member_id, event.event_id.split("#")[0])
+                digest = event.request_digest or "unknown"
+                pipe.set(idempotency, digest, ex=settings.idempotency_ttl_s)
             if len(pipe) >= CHUNK:
                 await pipe.execute()
             progress.add(1)

@@ -49,7 +49,9 @@ def build(settings: Settings) -> FastStream:
     async def start() -> None:
         await persistently(publish_partitions, SERVICE)
         config = svc.follower_config(inbox, inbox)
-        follower = GroupFollower(client, config, partitions, GROUP, process)
+        follower = GroupFollower(
+            client, config, partitions, GROUP, process, settings.max_message_bytes
+        )
         svc.tasks.start(follower.run(), "consume-inboxes")
 
     return svc.app

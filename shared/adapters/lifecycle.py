@@ -46,15 +46,6 @@ def refusal(error: BaseException) -> str | None:
     return None
 
 
-def not_cancelled() -> None:
-    """Raise CancelledError if this task is being cancelled: redis-py can turn a cancellation
-    that arrives as a socket timeout expires into a TimeoutError, which a retry loop would
-    otherwise swallow (and run on, orphaned, after its service stopped)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
 def die(service: str, reason: str) -> NoReturn:
     """Log one line and end the process at once. Nothing needs releasing: leases expire and
     the next holder adopts unacknowledged entries, as after a crash."""
@@ -67,7 +58,7 @@ def die(service: str, reason: str) -> NoReturn:
 def exit_if_refused(error: BaseException, service: str) -> None:
     """For a retry loop that caught ``error``: end the process if it is a refused identity,
     stop the loop if it is being cancelled, and return (to retry) for anything else."""
-    not_cancelled()
+    stopping(error)
     reason = refusal(error)
     if reason is not None:
         die(service, f"the server refused this service's user: {reason}")
@@ -85,6 +76,15 @@ async def heartbeat(client: aioredis.Redis, service: str, replica: str) -> None:
         await asyncio.sleep(HEARTBEAT_S)
 
 
+def stopping(error: BaseException) -> None:
+    """Raise ``CancelledError`` if this task is being cancelled: redis-py can turn a
+    cancellation that lands in a blocking read into a connection error, and a loop that
+    retries connection errors would then never stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError() from error
+
+
 async def persistently(call: Callable[[], Awaitable[T]], service: str) -> T:
     """Run ``call`` until the server answers: a service may start before the server, or
     while it restarts, and must wait for it rather than exit (unless it refuses us)."""
@@ -94,7 +94,8 @@ async def persistently(call: Callable[[], Awaitable[T]], service: str) -> T:
             return await call()
         except (RedisError, OSError) as error:
             exit_if_refused(error, service)
-            log.warning("%s: server not reachable (%r); waiting", service, error)
+            log.warning("%s: server not reachable (%s: %s); waiting", service,
+                        type(error).__name__, error)  # fmt: skip
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
@@ -110,7 +111,7 @@ class Tasks:
     def __init__(self, service: str = "service") -> None:
         self.service = service
         self.tasks: list[asyncio.Task[Any]] = []
-        self.stopping = False
+        self.closing = False
 
     def start(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.create_task(coroutine, name=name)
@@ -120,7 +121,7 @@ class Tasks:
     async def stop(self) -> None:
         """Cancel every loop, again until it ends: a cancellation that arrives as a socket
         timeout expires comes out of redis-py as a TimeoutError, which the loops retry."""
-        self.stopping = True
+        self.closing = True
         pending = set(self.tasks)
         while pending:
             for task in pending:
@@ -135,7 +136,7 @@ class Tasks:
         if task.cancelled():
             return
         error = task.exception()
-        if error is None or self.stopping:
+        if error is None or self.closing:
             return
         log.error("%s: loop %s died", self.service, task.get_name(), exc_info=error)
         reason = refusal(error) or f"{type(error).__name__}: {error}"
