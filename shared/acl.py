@@ -24,7 +24,7 @@ RULES: dict[str, list[str]] = {
     ],
     "profile-projector": [
         f"%R~{P}:log", f"~{P}:rm:*", f"~{P}:changes", "%R~pz:img:*", f"~{P}:dead",
-        "~pz:rm:active",
+        "~pz:rm:active", f"~{P}:skipped:{{service}}",
     ],
     "code-minter": [f"~{P}:changes", f"~{P}:log", f"~{P}:mint:*", f"~{P}:dead"],
     "prompt-resolver": [f"%R~{P}:rm:*", "~pz:rpc:*", "%W~pz:reply:*"],

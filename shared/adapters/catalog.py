@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from shared.domain.events import ImageRegistered
+from shared.taste.vectors import unit
 
 REGISTER_ONCE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -18,9 +19,10 @@ return 1
 def catalog_entry(event: ImageRegistered, creator: str, key: str) -> dict[Any, Any]:
     """The stored form of an image: its embedding as a unit float32 vector, and the
     idempotency key that registered it (so a retry of that very message is recognised)."""
-    vector = np.asarray(event.embedding, dtype=np.float64)
-    unit = (vector / np.linalg.norm(vector)).astype("<f4")
-    return {"creator": creator, "version": event.model_version, "key": key, "emb": unit.tobytes()}
+    stored = unit(event.embedding).astype("<f4")
+    if not np.all(np.isfinite(stored)) or not np.any(stored):
+        raise ValueError(f"image {event.image_id!r}: its unit embedding is not finite in float32")
+    return {"creator": creator, "version": event.model_version, "key": key, "emb": stored.tobytes()}
 
 
 def register_args(entry: dict[Any, Any]) -> list[Any]:
