@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from shared.keys import PREFIX
 
 HEARTBEAT_S = 2.0
+STOP_RETRY_S = 0.5
 T = TypeVar("T")
 log = logging.getLogger("personalize")
 
@@ -59,9 +60,14 @@ class Tasks:
         self.tasks.append(task)
 
     async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        """Cancel every loop and wait until each has ended. A loop may swallow a cancellation
+        (Python 3.11's ``asyncio.wait_for``, which redis-py wraps around every write, loses
+        one that arrives as the write completes) and go on: cancel it again until it ends."""
+        pending = set(self.tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=STOP_RETRY_S)
         self.tasks.clear()
 
 
