@@ -156,8 +156,10 @@ class PartitionFollower(LeasedPartitions):
         record = json.dumps(
             {"code": letter.code, "reason": letter.reason, "at": letter.at.isoformat()}
         )
-        args = [position, entry_id, letter.to_bytes(), self.config.dead_letters_kept, record]
-        await self.dead_letter(keys=keys, args=args)
+        kept = self.config.dead_letters_kept
+        await self.dead_letter(
+            keys=keys, args=[position, entry_id, letter.to_bytes(), kept, record]
+        )
         self.failures.pop((partition.index, position), None)
 
 
