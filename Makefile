@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | cksum | cut -d' ' -f1)
 
-.PHONY: install run demo test test-fast lint format bench bench-learning faults docs replay export dead-letters clean
+.PHONY: install run demo test test-fast lint format bench bench-learning faults soak docs replay export dead-letters clean
 
 install: $(STAMP)
 
@@ -53,6 +53,9 @@ export: install  ## the whole event log to data/log.jsonl (restore with: python 
 
 dead-letters: install  ## every dead letter with its reason (redrive: python -m services.redrive redrive --code CODE)
 	$(PY) -m services.redrive list
+
+soak: install  ## a long run at constant membership: memory per member and per event stay flat
+	$(PY) -m bench.soak $(ARGS)
 
 docs: install  ## AsyncAPI documents of the four services into docs/asyncapi
 	$(VENV)/bin/faststream docs gen services.contract:app --out docs/asyncapi.json

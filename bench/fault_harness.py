@@ -37,18 +37,20 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from services.prompt_resolver.resolver import deleted_summaries
 from services.replay import rebuild, verify
 from services.supervisor import SERVICES, Stack
+from shared.adapters.catalog import registered
 from shared.adapters.generation import active_generation
 from shared.adapters.lifecycle import alive_key
 from shared.adapters.server import EmbeddedServer
-from shared.adapters.store import stored_state
+from shared.adapters.store import stored_state, text
 from shared.client import Client
 from shared.deadletter import DeadLetter
 from shared.domain.events import LoggedEvent
 from shared.domain.families import family_of
 from shared.domain.views import MemberView
-from shared.keys import all_partitions, image_key, partition_for
+from shared.keys import all_partitions, partition_for
 from shared.settings import Settings
 
 Say = Callable[[str], None]
@@ -888,8 +890,8 @@ async def check(
     if found.ingest_stats["accepted"] != len(ledger.accepted):
         found.unexpected.append(f"ingest counted {found.ingest_stats['accepted']} accepted "
                                 f"messages, {len(ledger.accepted)} were sent")  # fmt: skip
-    for image in images:
-        if not await client.exists(image_key(image)):
+    for image, present in zip(images, await registered(client, list(images)), strict=True):
+        if not present:
             found.lost.append(f"image {image}: registered in the log, not in the catalog")
     found.model_mismatches = await compare_models(client, config, sims, ids, per_member)
     return found
@@ -910,7 +912,7 @@ def _expected(sim: MemberSim, known: dict[str, str]) -> dict[str, Any]:
 def _differences(member: str, where: str, got: dict[str, Any], want: dict[str, Any]) -> list[str]:
     wrong = [
         f"{member}: {where} {name} = {got[name]!r}, want {want[name]!r}"
-        for name in ("personalization", "default_version", "defaults", "liked", "events")
+        for name in ("personalization", "default_version", "defaults", "liked", "deleted", "events")
         if name in want and got.get(name) != want[name]
     ]
     profiles, wanted = got["profiles"], want["profiles"]
@@ -943,8 +945,10 @@ async def compare_models(
         got: dict[str, Any] = view.model_dump(
             include={"personalization", "default_version", "defaults"}
         )
+        keys = partition.read_model(generation)
+        everyone = {**view.profiles, **await deleted_summaries(client, keys, view)}
         got["profiles"] = {
-            i: (p.picks, p.name, p.deleted, p.is_global, p.family) for i, p in view.profiles.items()
+            i: (p.picks, p.name, p.deleted, p.is_global, p.family) for i, p in everyone.items()
         }
         wrong += _differences(sim.member, "read model", got, want)
         stored: Any = await client.get(partition.member_state(sim.member))
@@ -954,7 +958,12 @@ async def compare_models(
             i: (p.ratings, p.name, p.deleted, p.is_global, p.family)
             for i, p in state.profiles.items()
         }
-        got["liked"], got["events"] = sorted(state.liked), state.version
+        liked = {text(i) for i in await client.smembers(partition.liked_images(sim.member))}
+        got["liked"], got["events"] = sorted(liked | set(state.liked)), state.version
+        deleted = {text(i) for i in await client.smembers(partition.deleted_profiles(sim.member))}
+        got["deleted"] = sorted(deleted)
+        want["deleted"] = sorted(i for i, p in want["profiles"].items() if p[2])
+        want["profiles"] = {i: p for i, p in want["profiles"].items() if not p[2]}
         want |= {"liked": sorted(sim.liked), "events": events[sim.member]}
         wrong += _differences(sim.member, "ingest state", got, want)
     return wrong
@@ -1112,9 +1121,9 @@ async def register_catalog(
 ) -> None:
     for start in range(0, len(items), 500):
         await publisher.send(items[start : start + 500], ids)
-    keys = [image_key(i.key.removeprefix("reg-")) for i in items]
+    images = [i.key.removeprefix("reg-") for i in items]
     deadline = time.monotonic() + 60
-    while await client.exists(*keys) < len(keys):
+    while not all(await registered(client, images)):
         if time.monotonic() > deadline:
             raise TimeoutError("the catalog registrations were not processed within 60s")
         await asyncio.sleep(0.1)

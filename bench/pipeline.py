@@ -22,10 +22,12 @@ from typing import Any
 import numpy as np
 import redis.asyncio as aioredis
 
+from bench.memory import census
 from services.supervisor import Stack
+from shared.adapters.catalog import registered
 from shared.adapters.store import text
 from shared.client import Client, inbound
-from shared.keys import all_partitions, image_key
+from shared.keys import all_partitions
 from shared.settings import Settings
 
 
@@ -106,7 +108,7 @@ async def throughput(
         for i in range(images)
     ]  # fmt: skip
     await client.publish_many(catalog)
-    while await client.redis.exists(*[image_key(f"b{i}") for i in range(images)]) < images:
+    while not all(await registered(client.redis, [f"b{i}" for i in range(images)])):
         await asyncio.sleep(0.1)
     while not await drained(client.redis, settings):
         await asyncio.sleep(0.1)
@@ -158,6 +160,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             events, e2e = await throughput(client, settings, args.members, args.grids)
             progress(f"resolver round trips: {args.calls} calls...")
             timings = await latencies(client, args.calls)
+            progress("memory census of every key...")
+            memory = await census(client.redis, settings.partitions)
     finally:
         stack.stop()
     return {
@@ -174,6 +178,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "raw_get_p99_ms": _percentile(timings["get"], 99),
         "partitions": settings.partitions,
         "embed_dim": settings.embed_dim,
+        "memory": memory.figures(),
     }
 
 
@@ -200,6 +205,20 @@ def main() -> None:
             ours, raw = result[f"{path}_p{q}_ms"], result[f"raw_get_p{q}_ms"]
             print(f"| resolve round trip p{q}, ms, {label} ({result['resolve_calls']} calls) | "
                   f"{ours:.2f} | {raw:.2f} (redis-py GET) | {ours / raw:.1f}x |")  # fmt: skip
+    memory = result["memory"]
+    print()
+    print("| memory | bytes |")
+    print("|---|---|")
+    print(f"| hot state per member (ingest state + member view; {memory['members']} members) | "
+          f"{memory['hot_bytes_per_member']:,.0f} |")  # fmt: skip
+    print(f"| per profile read model (learner state) | {memory['bytes_per_profile']:,.0f} |")
+    print(
+        f"| log, per event ({memory['log_events']:,} events) | {memory['log_bytes_per_event']:,.0f} |"
+    )
+    print(
+        f"| per idempotency key (kept PZ_IDEMPOTENCY_TTL_S) | {memory['bytes_per_idempotency_key']:,.0f} |"
+    )
+    print(f"| server used_memory | {memory['used_memory']:,} |")
     print(json.dumps(result))
 
 

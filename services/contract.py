@@ -17,13 +17,18 @@ from pydantic import BaseModel, Field, create_model
 
 from shared.deadletter import DeadLetter
 from shared.domain import events as ev
+from shared.domain.grids import GridReply, GridRequest
 from shared.domain.listing import Listing, ListRequest
+from shared.domain.receipt import Receipt
 from shared.domain.resolution import ResolveRequest, ResolveResponse
-from shared.keys import PROFILES_RPC, RESOLVE_RPC
+from shared.keys import GRID_RPC, PROFILES_RPC, RESOLVE_RPC
 
 INBOX = "pz:{pN}:inbox"
 LOG = "pz:{pN}:log"
 DEAD = "pz:{pN}:dead"
+RECEIPT = "pz:{pN}:receipt:{member_id}|{idempotency_key}"
+REPLY = "pz:reply:{token}"
+RPC_DEAD = "pz:rpc:dead"
 
 broker = RedisBroker(
     "redis://localhost:6379", description="Partition N = crc32(member_id) % partitions"
@@ -36,10 +41,25 @@ app = FastStream(
         description=(
             "Inbound messages: XADD one JSON object in the entry field 'data' to the inbox of "
             "the member's partition. The log and dead-letter streams carry one JSON field "
-            "('event', 'dead'). The resolver answers on Redis lists (see README)."
+            "('event', 'dead'). Every message that names a valid member and idempotency key "
+            "gets a Receipt. The RPCs take a request pushed to a list and answer over "
+            "FastStream's reply channel, or, for plain-JSON callers, on the list the request "
+            "names in reply_to (see README)."
         ),
     ),
 )
+
+
+def inbound_payload(name: str, payload: type[ev.Payload]) -> type[BaseModel]:
+    """The payload as a publisher sends it: without the fields ingest adds for the log."""
+    if not payload.DERIVED:
+        return payload
+    fields: Any = {
+        field: (info.annotation, info)
+        for field, info in payload.model_fields.items()
+        if field not in payload.DERIVED
+    }
+    return create_model(f"{name}Inbound", __doc__=payload.__doc__, **fields)
 
 
 def inbound_model(name: str, payload: type[ev.Payload]) -> type[BaseModel]:
@@ -51,7 +71,7 @@ def inbound_model(name: str, payload: type[ev.Payload]) -> type[BaseModel]:
         idempotency_key=(str, Field(description="appended once, across retries and replicas")),
         member_id=(str, ...),
         occurred_at=(str | None, Field(default=None, description="ISO-8601; defaults to arrival")),
-        payload=(payload, ...),
+        payload=(inbound_payload(name, payload), ...),
     )
 
 
@@ -92,3 +112,28 @@ async def resolve(request: ResolveRequest) -> ResolveResponse:  # type: ignore[e
                    description="RPC: push a ListRequest; the Listing comes back.")  # fmt: skip
 async def profiles(request: ListRequest) -> Listing:  # type: ignore[empty-body]
     ...
+
+
+@broker.subscriber(list=ListSub(GRID_RPC), title=GRID_RPC,
+                   description="RPC: push a GridRequest; the GridReply comes back (the grid is recorded as GridServed).")  # fmt: skip
+async def grid(request: GridRequest) -> GridReply:  # type: ignore[empty-body]
+    ...
+
+
+broker.publisher(
+    list=RECEIPT, title=RECEIPT, schema=Receipt,
+    description="What became of one inbound message: BLPOP it after publishing.",
+)  # fmt: skip
+for _rpc, _reply in (
+    (RESOLVE_RPC, ResolveResponse),
+    (PROFILES_RPC, Listing),
+    (GRID_RPC, GridReply),
+):
+    broker.publisher(
+        list=f"{REPLY} ({_rpc})", title=f"{REPLY} ({_rpc})", schema=_reply,
+        description=f"The reply to a plain-JSON request on {_rpc} that named this list in reply_to.",
+    )  # fmt: skip
+broker.publisher(
+    stream=RPC_DEAD, title=RPC_DEAD, schema=DeadLetter,
+    description="RPC requests that could not be answered (field 'dead'), and why.",
+)  # fmt: skip

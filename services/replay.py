@@ -46,7 +46,7 @@ from shared.adapters.generation import active_generation
 from shared.adapters.store import connect, text
 from shared.domain import events as ev
 from shared.domain.families import family_of
-from shared.domain.member import MemberState, Rules, evolve
+from shared.domain.member import MemberState, Rules, evolve, set_changes
 from shared.keys import (
     ACTIVE_GENERATION,
     PREFIX,
@@ -541,8 +541,9 @@ def _restore_event(
     event = line.event
     pipe.xadd(partition.log, {"event": event.to_bytes()}, id=line.entry_id)
     payload = event.typed_payload()
+    key = event.event_id.split("#", 1)[0]
     if isinstance(payload, ev.ImageRegistered):
-        entry = catalog_entry(payload, event.member_id, event.event_id.split("#", 1)[0])
+        entry = catalog_entry(payload, event.member_id, f"{event.member_id}|{key}")
         pipe.hset(image_key(payload.image_id), mapping=entry)
         family = family_of(payload.model_version)
         if family is not None:
@@ -550,8 +551,12 @@ def _restore_event(
     if isinstance(payload, ev.CodeMinted):
         write_side.claim(pipe, partition.index, payload)
     if event.type not in NOT_FROM_INGEST:
-        idempotency = event.event_id.split("#", 1)[0]
-        pipe.set(partition.idempotency(idempotency), "1", ex=settings.idempotency_ttl_s)
+        idempotency = partition.idempotency(event.member_id, event.event_id.split("#")[0])
+        digest = event.request_digest or "unknown"
+        pipe.set(idempotency, digest, ex=settings.idempotency_ttl_s)
+        for name, change, value in set_changes(payload):
+            member_set = partition.member_set(name, event.member_id)
+            (pipe.sadd if change == "add" else pipe.srem)(member_set, value)
     write_side.fold(partition.index, event, payload)
 
 

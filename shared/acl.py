@@ -19,7 +19,7 @@ SHARED = ["~pz:alive:{service}:*", f"~{P}:lease:{{service}}", "%R~pz:config", "%
 RULES: dict[str, list[str]] = {
     "selection-ingest": [
         f"~{P}:inbox", f"~{P}:log", f"~{P}:dead", f"~{P}:stats", f"~{P}:agg:*",
-        f"~{P}:idem:*", "~pz:img:*", "%W~pz:config", "~pz:catalog:*",
+        f"~{P}:idem:*", f"~{P}:receipt:*", f"~{P}:gone:*", "~pz:img:*", "%W~pz:config", "~pz:catalog:*",
         f"%R~{P}:rm:*", "~pz:rpc:grid", "%W~pz:reply:*",
     ],
     "profile-projector": [

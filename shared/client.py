@@ -19,6 +19,7 @@ from shared.adapters.store import text
 from shared.domain.events import PAYLOADS
 from shared.domain.grids import GridReply, GridRequest
 from shared.domain.listing import Listing, ListRequest
+from shared.domain.receipt import Receipt
 from shared.domain.resolution import ResolveRequest, ResolveResponse
 from shared.keys import GRID_RPC, PROFILES_RPC, RESOLVE_RPC, partition_for
 
@@ -74,6 +75,20 @@ class Client:
                 count += 1
             await pipe.execute()
         return count
+
+    async def receipt(self, message: dict[str, Any], timeout: float = 5.0) -> Receipt:
+        """Wait for ingest's receipt of a published message (one ``BLPOP``)."""
+        member, key = message["member_id"], message["idempotency_key"]
+        receipt = partition_for(member, self.partitions).receipt(member, key)
+        reply: Any = await self.redis.blpop([receipt], timeout=timeout)
+        if reply is None:
+            raise TimeoutError(f"no receipt on {receipt} within {timeout}s")
+        return Receipt.model_validate_json(reply[1])
+
+    async def publish_and_wait(self, message: dict[str, Any], timeout: float = 5.0) -> Receipt:
+        """Publish one message and return its receipt."""
+        await self.publish(message)
+        return await self.receipt(message, timeout)
 
     async def resolve(self, member_id: str, prompt: str, timeout: float = 5.0) -> ResolveResponse:
         request = ResolveRequest(member_id=member_id, prompt=prompt)

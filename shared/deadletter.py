@@ -9,7 +9,10 @@ from pydantic import BaseModel, ConfigDict
 
 
 class DeadLetter(BaseModel):
-    """One entry of a partition's dead-letter stream (field ``dead``, JSON)."""
+    """One entry of a partition's dead-letter stream (field ``dead``, JSON).
+
+    For an oversized message only a prefix of the original is kept, with ``original_size``
+    and ``original_sha1`` of the whole."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -22,6 +25,8 @@ class DeadLetter(BaseModel):
     deliveries: int = 1
     original: str | None = None
     original_base64: str | None = None
+    original_size: int | None = None
+    original_sha1: str | None = None
     at: datetime
 
     @classmethod
@@ -33,6 +38,11 @@ class DeadLetter(BaseModel):
         except UnicodeDecodeError:
             encoded = base64.b64encode(original).decode()
             return cls.model_validate({**fields, "original_base64": encoded})
+
+    @property
+    def truncated(self) -> bool:
+        """Only a prefix of an oversized original was kept (with its size and SHA-1)."""
+        return self.original_sha1 is not None
 
     def original_bytes(self) -> bytes:
         if self.original_base64 is not None:

@@ -65,8 +65,26 @@ class Partition:
     def member_state(self, member_id: str) -> str:
         return f"{self.tag}:agg:{member_id}"
 
-    def idempotency(self, key: str) -> str:
-        return f"{self.tag}:idem:{key}"
+    def idempotency(self, member_id: str, key: str) -> str:
+        """A member's idempotency key (``|`` cannot occur in a member ID, so the two parts
+        never run into each other)."""
+        return f"{self.tag}:idem:{member_id}|{key}"
+
+    def receipt(self, member_id: str, key: str) -> str:
+        """The list ingest pushes the outcome of a member's message to (``BLPOP`` it)."""
+        return f"{self.tag}:receipt:{member_id}|{key}"
+
+    def deleted_profiles(self, member_id: str) -> str:
+        """The set of a member's deleted profile IDs, kept out of the member state."""
+        return f"{self.tag}:gone:{member_id}"
+
+    def liked_images(self, member_id: str) -> str:
+        """The set of images a member likes, kept out of the member state."""
+        return f"{self.tag}:liked:{member_id}"
+
+    def member_set(self, name: str, member_id: str) -> str:
+        """One of the sets beside a member's state: ``gone`` or ``liked``."""
+        return {"gone": self.deleted_profiles, "liked": self.liked_images}[name](member_id)
 
     def read_model(self, generation: int) -> ReadModelKeys:
         return ReadModelKeys(f"{self.tag}:rm:{generation}")
@@ -107,6 +125,14 @@ class ReadModelKeys:
 
     def code(self, code: str) -> str:
         return f"{self.base}:code:{code}"
+
+    def member_code(self, member_id: str, index: int) -> str:
+        """The member's ``index``-th code (0 = first); ``|`` never occurs in a member ID."""
+        return f"{self.base}:codes:{member_id}|{index}"
+
+    def member_deletion(self, member_id: str, index: int) -> str:
+        """The ``index``-th profile the member deleted (0 = first)."""
+        return f"{self.base}:deleted:{member_id}|{index}"
 
     def prior(self, model_id: str) -> str:
         return f"{self.base}:prior:{model_id}"

@@ -29,7 +29,7 @@ class Settings(BaseModel):
     max_prompt_length: int = Field(default=6000, ge=10)
     max_p_values: int = Field(default=10, ge=1)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, description="inbox entry cap")
-    receipt_ttl_s: int = Field(default=600, ge=1, description="how long a receipt waits")
+    receipt_ttl_s: int = Field(default=60, ge=1, description="how long a receipt waits")
     dead_letters_kept: int = Field(default=100_000, ge=100, description="per partition (~)")
     generation_grace_s: float = Field(default=10.0, ge=0, description="before an old one drops")
     replica: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")

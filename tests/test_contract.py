@@ -30,3 +30,24 @@ def test_every_inbound_type_has_a_documented_channel_with_its_payload() -> None:
         assert {"type", "schema_version", "idempotency_key", "member_id", "payload"} <= set(
             schema["properties"]
         )
+
+
+def test_every_rpc_its_replies_receipts_and_dead_letters_are_documented() -> None:
+    document = json.loads((ROOT / "docs" / "asyncapi.json").read_text())
+    channels, schemas = document["channels"], document["components"]["schemas"]
+    for rpc in ("pz:rpc:resolve", "pz:rpc:profiles", "pz:rpc:grid"):
+        assert rpc in channels and f"pz:reply:{{token}} ({rpc})" in channels
+    assert {"ResolveResponse", "Listing", "GridReply", "GridRequest", "Receipt"} <= set(schemas)
+    assert "pz:{pN}:receipt:{member_id}|{idempotency_key}" in channels
+    assert "pz:rpc:dead" in channels
+
+
+def test_inbound_payloads_do_not_offer_the_fields_ingest_derives() -> None:
+    from shared.domain.events import INBOUND_TYPES, PAYLOADS
+
+    document = json.loads((ROOT / "docs" / "asyncapi.json").read_text())
+    schemas = document["components"]["schemas"]
+    for name in INBOUND_TYPES:
+        reference = schemas[f"{name}Message"]["properties"]["payload"]["$ref"]
+        payload = schemas[reference.rsplit("/", 1)[1]]
+        assert not PAYLOADS[name].DERIVED & set(payload["properties"]), name

@@ -189,10 +189,14 @@ class Projector:
         writes: dict[str, bytes] = {}
         for member_id in sorted(projection.dirty_members):
             writes[keys.member(member_id)] = projection.members[member_id].to_bytes()
-        for profile_id in sorted(projection.touched | projection.created):
+        for profile_id in sorted(projection.written_profiles):
             writes[keys.profile(profile_id)] = projection.profiles[profile_id].to_bytes()
         for code, view in sorted(projection.codes.items()):
             writes[keys.code(code)] = view.to_bytes()
+        for entry in projection.minted:
+            writes[keys.member_code(entry.member_id, entry.index)] = entry.to_bytes()
+        for deletion in projection.deletions:
+            writes[keys.member_deletion(deletion.member_id, deletion.index)] = deletion.to_bytes()
         for model_id in sorted(projection.published):
             writes[keys.prior(model_id)] = canonical_json(self.priors[model_id].to_payload())
         if projection.published:

@@ -54,7 +54,9 @@ def build(settings: Settings) -> FastStream:
     async def start() -> None:
         await persistently(lambda: client.hset(CONFIG, "partitions", settings.partitions), SERVICE)
         config = svc.follower_config(inbox, inbox)
-        follower = GroupFollower(client, config, partitions, GROUP, process)
+        follower = GroupFollower(
+            client, config, partitions, GROUP, process, settings.max_message_bytes
+        )
         svc.tasks.start(follower.run(), "consume-inboxes")
 
     return svc.app

@@ -2,32 +2,52 @@
 
 A batch of inbox entries of one partition is decided in memory against the members'
 current states, then committed by one script that checks every state's version and every
-idempotency key, appends the events and the dead letters, and stores the new states.
+idempotency key, appends the events and the dead letters, stores the new states, pushes a
+receipt for every message it can address, acknowledges the entries and trims the inbox.
+
+Idempotency keys belong to a member: ``(member_id, idempotency_key)`` is appended once and
+remembers the digest of the message it stood for, so a retry is a counted duplicate and a
+*different* message under a used key is dead-lettered as ``KEY_REUSED``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import redis.asyncio as aioredis
 from faststream.redis.parser import BinaryMessageFormatV1
 from pydantic import ValidationError
 
-from shared.adapters.catalog import REGISTER_ONCE, catalog_entry, register_args
+from shared.adapters.catalog import CLAIM_IMAGE, catalog_entry, claim_args
 from shared.adapters.store import APPEND_BATCH, stored_state, text
 from shared.deadletter import DeadLetter
 from shared.domain import events as ev
 from shared.domain.families import family_of
-from shared.domain.member import ImageInfo, MemberState, Rejected, Rules, decide, evolve
+from shared.domain.member import (
+    ImageInfo,
+    MemberState,
+    Rejected,
+    Rules,
+    decide,
+    evolve,
+    named_images,
+    named_profiles,
+    set_changes,
+)
+from shared.domain.receipt import Receipt, Status
 from shared.keys import Partition, family_images, image_key, partition_of
 from shared.settings import Settings
 
 GROUP = "ingest"
-MAX_MESSAGE_BYTES = 256 * 1024
 CATALOG_CACHE = 500_000
 MAX_ATTEMPTS = 20
+HANDLE = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
+KEY = re.compile(r"[ -~]{1,200}")
+OVERSIZE = b"__oversize__"
 
 
 @dataclass(frozen=True)
@@ -37,6 +57,8 @@ class InboxEntry:
 
     @property
     def raw(self) -> bytes:
+        if OVERSIZE in self.fields:
+            return self.fields[b"__prefix__"]
         for name in (b"data", b"__data__"):
             if name in self.fields:
                 return self.fields[name]
@@ -44,28 +66,76 @@ class InboxEntry:
             {k.decode("latin-1"): v.decode("latin-1") for k, v in self.fields.items()}
         ).encode()
 
+    def address(self) -> tuple[str, str] | None:
+        """``(member_id, idempotency_key)`` if the entry names valid ones, even when it is
+        otherwise rejected: where its receipt goes."""
+        try:
+            body = json.loads(self.raw)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(body, dict):
+            return None
+        member, key = body.get("member_id"), body.get("idempotency_key")
+        if isinstance(member, str) and isinstance(key, str) and HANDLE.fullmatch(member):
+            return (member, key) if KEY.fullmatch(key) else None
+        return None
 
-def decode(
-    entry: InboxEntry, partition: Partition, partitions: int
-) -> tuple[ev.Inbound, ev.Payload]:
+
+@dataclass(frozen=True)
+class Decoded:
+    """An inbox entry that parsed: its message, validated payload and digest."""
+
+    entry: InboxEntry
+    message: ev.Inbound
+    payload: ev.Payload
+    digest: str
+
+    @property
+    def member_id(self) -> str:
+        return self.message.member_id
+
+    @property
+    def key(self) -> str:
+        return self.message.idempotency_key
+
+    @property
+    def scope(self) -> tuple[str, str]:
+        return self.message.member_id, self.message.idempotency_key
+
+    @property
+    def owner(self) -> str:
+        """Who registers an image with this message (stored in the catalog entry)."""
+        return f"{self.message.member_id}|{self.message.idempotency_key}"
+
+
+def decode(entry: InboxEntry, partition: Partition, partitions: int, max_bytes: int) -> Decoded:
     """Parse and validate one inbox entry, or raise :class:`Rejected` saying why."""
+    if OVERSIZE in entry.fields:
+        size, _, sha1 = text(entry.fields[OVERSIZE]).split(" ")
+        raise Rejected(
+            "TOO_LARGE",
+            f"the entry is {size} bytes; at most {max_bytes}. Only the first {len(entry.raw)} "
+            f"bytes are kept, with the size and SHA-1 ({sha1}) of the whole",
+            "data",
+        )
     if b"data" not in entry.fields and b"__data__" not in entry.fields:
         names = sorted(k.decode("latin-1") for k in entry.fields)
         raise Rejected("MALFORMED", f"the entry has no 'data' field (fields: {names})", "data")
     raw = entry.raw
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise Rejected(
-            "TOO_LARGE", f"message is {len(raw)} bytes; at most {MAX_MESSAGE_BYTES}", "data"
-        )
+    if len(raw) > max_bytes:
+        raise Rejected("TOO_LARGE", f"message is {len(raw)} bytes; at most {max_bytes}", "data")
     if raw.startswith(b"\x89BIN"):
         raw, _headers = BinaryMessageFormatV1.parse(raw)
     try:
         message = ev.Inbound.model_validate_json(raw)
-        payload = message.typed_payload()
     except ValidationError as error:
         raise _rejection(error) from None
-    except ValueError as error:
-        raise Rejected("INVALID_FIELD", str(error), "schema_version") from None
+    try:
+        payload = message.typed_payload()
+    except ValidationError as error:
+        raise _rejection(error, "payload.") from None
+    except ev.FieldError as error:
+        raise Rejected("INVALID_FIELD", str(error), error.field) from None
     home = partition_of(message.member_id, partitions)
     if home != partition.index:
         raise Rejected(
@@ -74,12 +144,12 @@ def decode(
             f"publish to {Partition(home).inbox}",
             "member_id",
         )
-    return message, payload
+    return Decoded(entry, message, payload, ev.request_digest(message.type, payload))
 
 
-def _rejection(error: ValidationError) -> Rejected:
+def _rejection(error: ValidationError, prefix: str = "") -> Rejected:
     first = error.errors(include_url=False)[0]
-    where = ".".join(str(part) for part in first["loc"]) or "message"
+    where = prefix + ".".join(str(part) for part in first["loc"]) or "message"
     if first["type"] in ("json_invalid", "json_type"):
         return Rejected("MALFORMED", f"not a JSON object: {first['msg']}", "data")
     value = first.get("input")
@@ -90,22 +160,33 @@ def _rejection(error: ValidationError) -> Rejected:
 
 @dataclass
 class Plan:
-    """What one batch appends: checked states and keys, events, dead letters and counts."""
+    """What one batch appends: checked states and keys, events, dead letters, receipts."""
 
     expected: dict[str, int] = field(default_factory=dict)
     states: dict[str, MemberState] = field(default_factory=dict)
     idempotency: dict[str, str] = field(default_factory=dict)
     events: list[bytes] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
-    images: dict[str, tuple[str, ev.ImageRegistered, str]] = field(default_factory=dict)
+    images: dict[str, tuple[Decoded, ev.ImageRegistered]] = field(default_factory=dict)
+    sets: list[tuple[str, str, str]] = field(default_factory=list)
+    receipts: list[tuple[str, str, int, int]] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
 
     def count(self, name: str, amount: int = 1) -> None:
         self.stats[name] = self.stats.get(name, 0) + amount
 
 
+@dataclass
+class Loaded:
+    """What a batch is decided against: member states, stored digests, catalog."""
+
+    states: dict[str, MemberState]
+    digests: dict[tuple[str, str], str]
+    catalog: dict[str, ImageInfo]
+
+
 class Ingest:
-    """Turns inbox entries of one partition into log events and dead letters."""
+    """Turns inbox entries of one partition into log events, dead letters and receipts."""
 
     def __init__(self, client: aioredis.Redis, settings: Settings, partition: Partition) -> None:
         self.client = client
@@ -117,7 +198,7 @@ class Ingest:
             grids_kept=settings.grids_kept,
         )
         self.script = client.register_script(APPEND_BATCH)
-        self.register_once = client.register_script(REGISTER_ONCE)
+        self.claim_script = client.register_script(CLAIM_IMAGE)
         self.known_images: dict[str, ImageInfo] = {}
 
     def new_profile_id(self) -> str:
@@ -127,25 +208,54 @@ class Ingest:
                 return candidate
 
     async def process(self, entries: list[InboxEntry], deliveries: int = 1) -> dict[str, int]:
-        decoded: list[tuple[InboxEntry, ev.Inbound, ev.Payload]] = []
-        rejected: list[DeadLetter] = []
+        decoded: list[Decoded] = []
+        rejected: list[tuple[InboxEntry, Rejected]] = []
         for entry in entries:
             try:
-                message, payload = decode(entry, self.partition, self.settings.partitions)
+                decoded.append(self._decode(entry))
             except Rejected as why:
-                rejected.append(self._dead(entry, why, deliveries))
-            else:
-                decoded.append((entry, message, payload))
+                rejected.append((entry, why))
         for _ in range(MAX_ATTEMPTS):
             plan = await self._plan(decoded, deliveries)
-            plan.dead[:0] = rejected
-            plan.count("rejected", len(rejected))
-            await self._register_images(plan.images)
-            if await self._commit(plan, [entry.entry_id for entry in entries]):
+            for entry, reason in rejected:
+                self._reject(plan, entry, reason, deliveries, entry.address())
+            if await self._claim_images(plan.images) and await self._commit(
+                plan, [entry.entry_id for entry in entries]
+            ):
+                await self._publish_images(plan.images)
                 return plan.stats
         raise RuntimeError(f"{self.partition.inbox}: gave up after {MAX_ATTEMPTS} conflicts")
 
+    def _decode(self, entry: InboxEntry) -> Decoded:
+        settings = self.settings
+        return decode(entry, self.partition, settings.partitions, settings.max_message_bytes)
+
+    def _reject(
+        self,
+        plan: Plan,
+        entry: InboxEntry,
+        why: Rejected,
+        deliveries: int,
+        address: tuple[str, str] | None,
+    ) -> None:
+        plan.dead.append(self._dead(entry, why, deliveries))
+        plan.count("rejected")
+        if address is not None:
+            receipt = Receipt(status="rejected", code=why.code, reason=why.message, field=why.field)
+            self._receipt(plan, address, receipt, 0)
+
+    def _receipt(self, plan: Plan, address: tuple[str, str], receipt: Receipt, events: int) -> None:
+        """Push ``receipt`` with the entry IDs of the plan's last ``events`` events."""
+        key = self.partition.receipt(*address)
+        plan.receipts.append(
+            (key, receipt.body_without_entries(), len(plan.events) - events, events)
+        )
+
     def _dead(self, entry: InboxEntry, why: Rejected, deliveries: int) -> DeadLetter:
+        extra: dict[str, Any] = {}
+        if OVERSIZE in entry.fields:
+            _, size, sha1 = text(entry.fields[OVERSIZE]).split(" ")
+            extra = {"original_size": int(size), "original_sha1": sha1}
         return DeadLetter.of(
             entry.raw,
             service="selection-ingest",
@@ -156,105 +266,178 @@ class Ingest:
             field=why.field,
             deliveries=deliveries,
             at=ev.utcnow(),
+            **extra,
         )
 
-    async def _plan(
-        self, decoded: list[tuple[InboxEntry, ev.Inbound, ev.Payload]], deliveries: int
-    ) -> Plan:
-        states, seen, catalog = await self._load(decoded)
+    async def _plan(self, decoded: list[Decoded], deliveries: int) -> Plan:
+        loaded = await self._load(decoded)
+        states, digests = loaded.states, loaded.digests
         plan = Plan(expected={m: s.version for m, s in states.items()})
         now = ev.utcnow()
-        for entry, message, payload in decoded:
-            key = message.idempotency_key
-            if key in seen:
+        for item in decoded:
+            stored = digests.get(item.scope)
+            if stored == item.digest:
                 plan.count("duplicates")
-                if isinstance(payload, ev.ImageRegistered):
-                    plan.images[payload.image_id] = (message.member_id, payload, key)
+                self._receipt(plan, item.scope, Receipt(status="duplicate"), 0)
+                if isinstance(item.payload, ev.ImageRegistered):
+                    plan.images[item.payload.image_id] = (item, item.payload)
                 continue
-            seen.add(key)
-            state = states[message.member_id]
+            if stored is not None:
+                self._reject(plan, item.entry, _reused(item, stored), deliveries, item.scope)
+                continue
+            state = states[item.member_id]
+            catalog = _unless_own(loaded.catalog, item)
             try:
                 new_events = decide(
-                    state, payload, message.member_id, _unless_own(catalog, payload, key),
-                    self.rules, self.new_profile_id,
-                )  # fmt: skip
+                    state, item.payload, item.member_id, catalog, self.rules, self.new_profile_id
+                )
             except Rejected as why:
-                plan.dead.append(self._dead(entry, why, deliveries))
-                plan.count("rejected")
+                self._reject(plan, item.entry, why, deliveries, item.scope)
                 continue
-            occurred = message.occurred_at or now
-            for index, event in enumerate(new_events):
-                event_id = key if index == len(new_events) - 1 else f"{key}#{index}"
-                logged = ev.record(
-                    event, event_id=event_id, member_id=message.member_id,
-                    occurred_at=occurred, now=now,
-                )  # fmt: skip
-                plan.events.append(logged.to_bytes())
-                state = evolve(state, event, self.rules)
-                if isinstance(event, ev.ImageRegistered):
-                    plan.images[event.image_id] = (message.member_id, event, key)
-                    catalog[event.image_id] = ImageInfo(message.member_id, event.model_version, key)
-            states[message.member_id] = state
-            plan.states[message.member_id] = state
-            plan.idempotency[self.partition.idempotency(key)] = str(len(new_events))
+            state = self._append(plan, item, new_events, state, loaded.catalog, now)
+            states[item.member_id] = plan.states[item.member_id] = state
+            digests[item.scope] = item.digest
+            key = self.partition.idempotency(item.member_id, item.key)
+            plan.idempotency[key] = item.digest
             plan.count("accepted" if new_events else "ignored")
             plan.count("events", len(new_events))
+            status: Status = "accepted" if new_events else "ignored"
+            self._receipt(plan, item.scope, Receipt(status=status), len(new_events))
         return plan
 
-    async def _load(
-        self, decoded: list[tuple[InboxEntry, ev.Inbound, ev.Payload]]
-    ) -> tuple[dict[str, MemberState], set[str], dict[str, ImageInfo]]:
-        members = sorted({message.member_id for _, message, _ in decoded})
-        keys = sorted({message.idempotency_key for _, message, _ in decoded})
+    def _append(
+        self,
+        plan: Plan,
+        item: Decoded,
+        new_events: list[ev.Payload],
+        state: MemberState,
+        catalog: dict[str, ImageInfo],
+        now: Any,
+    ) -> MemberState:
+        occurred = item.message.occurred_at or now
+        for index, event in enumerate(new_events):
+            event_id = item.key if index == len(new_events) - 1 else f"{item.key}#{index}"
+            logged = ev.record(
+                event, event_id=event_id, member_id=item.member_id, occurred_at=occurred,
+                now=now, digest=item.digest,
+            )  # fmt: skip
+            plan.events.append(logged.to_bytes())
+            state = evolve(state, event, self.rules)
+            if isinstance(event, ev.ImageRegistered):
+                plan.images[event.image_id] = (item, event)
+                catalog[event.image_id] = ImageInfo(item.member_id, event.model_version, item.owner)
+            for name, change, value in set_changes(event):
+                plan.sets.append((self.partition.member_set(name, item.member_id), change, value))
+        return state
+
+    async def _load(self, decoded: list[Decoded]) -> Loaded:
         if not decoded:
-            return {}, set(), {}
-        wanted = {i for _, _, payload in decoded for i in _images_of(payload)}
+            return Loaded({}, {}, {})
+        members = sorted({item.member_id for item in decoded})
+        scopes = sorted({item.scope for item in decoded})
+        wanted = {i for item in decoded for i in _images_of(item.payload)}
         images = sorted(wanted - self.known_images.keys())
-        member_keys = [self.partition.member_state(m) for m in members]
-        idem_keys = [self.partition.idempotency(k) for k in keys]
+        part = self.partition
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.mget(member_keys)
-            if idem_keys:
-                pipe.mget(idem_keys)
+            pipe.mget([part.member_state(m) for m in members])
+            pipe.mget([part.idempotency(member, key) for member, key in scopes])
             for image in images:
-                pipe.hmget(image_key(image), "creator", "version", "key")
+                pipe.hmget(image_key(image), "creator", "version", "key", "pending")
             replies = await pipe.execute()
-        states = {
-            member: stored_state(raw) for member, raw in zip(members, replies[0], strict=True)
+        states = {m: stored_state(raw) for m, raw in zip(members, replies[0], strict=True)}
+        digests = {scope: text(raw) for scope, raw in zip(scopes, replies[1], strict=True) if raw}
+        pending = await self._settled(
+            self._cache_images(dict(zip(images, replies[2:], strict=True)))
+        )
+        catalog = {i: self.known_images[i] for i in wanted if i in self.known_images}
+        return Loaded(await self._with_sets(states, decoded), digests, pending | catalog)
+
+    async def _settled(self, claims: dict[str, ImageInfo]) -> dict[str, ImageInfo]:
+        """Claims whose registration is in the log after all (its owner's idempotency key
+        exists: a crash, or another partition's ingest, came between the append and the
+        clearing of the claim) are registered images: clear them now. The rest stay
+        pending."""
+        if not claims:
+            return {}
+        owners = {
+            image: info.registered_by.split("|", 1)
+            for image, info in claims.items()
+            if "|" in info.registered_by
         }
-        flags = replies[1] if idem_keys else []
-        seen = {key for key, flag in zip(keys, flags, strict=True) if flag is not None}
-        found = {
-            image: ImageInfo(text(creator), text(version), text(key))
-            for image, (creator, version, key) in zip(
-                images, replies[1 + bool(idem_keys) :], strict=True
-            )
-            if creator is not None
-        }
+        async with self.client.pipeline(transaction=False) as pipe:
+            for member, key in owners.values():
+                pipe.exists(
+                    Partition(partition_of(member, self.settings.partitions)).idempotency(
+                        member, key
+                    )
+                )
+            logged = await pipe.execute()
+        done = {image for image, flag in zip(owners, logged, strict=True) if flag}
+        await self._publish({image: claims[image].model_version for image in done})
+        for image in done:
+            self.known_images[image] = replace(claims[image], pending=False)
+        return {image: info for image, info in claims.items() if image not in done}
+
+    def _cache_images(self, found: dict[str, list[Any]]) -> dict[str, ImageInfo]:
+        """Remember registered images (they are immutable); return the claims that are
+        still pending (not remembered: they are read again until their event is logged)."""
         if len(self.known_images) + len(found) > CATALOG_CACHE:
             self.known_images.clear()
-        self.known_images.update(found)
-        catalog = {i: self.known_images[i] for i in wanted if i in self.known_images}
-        return states, seen, catalog
+        pending = {}
+        for image, (creator, version, owner, claim) in found.items():
+            if creator is None:
+                continue
+            info = ImageInfo(text(creator), text(version), text(owner), claim is not None)
+            if info.pending:
+                pending[image] = info
+            else:
+                self.known_images[image] = info
+        return pending
+
+    async def _with_sets(
+        self, states: dict[str, MemberState], decoded: list[Decoded]
+    ) -> dict[str, MemberState]:
+        """The states, each knowing what its sets say about the profiles and images its
+        messages name: which are deleted, which are liked."""
+        asked: list[tuple[str, str, list[str]]] = []
+        for member in sorted({item.member_id for item in decoded}):
+            items = [item for item in decoded if item.member_id == member]
+            profiles = {p for item in items for p in named_profiles(states[member], item.payload)}
+            images = {i for item in items for i in named_images(item.payload)}
+            asked += [(member, "gone", sorted(profiles)), (member, "likes", sorted(images))]
+        asked = [question for question in asked if question[2]]
+        if not asked:
+            return states
+        async with self.client.pipeline(transaction=False) as pipe:
+            for member, name, ids in asked:
+                kind = "gone" if name == "gone" else "liked"
+                pipe.smismember(self.partition.member_set(kind, member), ids)
+            replies = await pipe.execute()
+        for (member, name, ids), flags in zip(asked, replies, strict=True):
+            found = frozenset(i for i, flag in zip(ids, flags, strict=True) if flag)
+            states[member] = states[member].model_copy(update={name: found})
+        return states
 
     async def _commit(self, plan: Plan, ack: list[str]) -> bool:
+        """Run :data:`APPEND_BATCH`: a small header, then every event, dead letter and
+        member state as an argument of its own (none of them is ever larger than about a
+        message, so a server that caps arguments, ``proto-max-bulk-len``, accepts them)."""
         part = self.partition
         members = [
-            [
-                part.member_state(m),
-                str(plan.expected[m]),
-                str(state.version),
-                state.model_dump_json(),
-            ]
+            [part.member_state(m), str(plan.expected[m]), str(state.version)]
             for m, state in plan.states.items()
         ]
-        body = {
-            "ttl": self.settings.idempotency_ttl_s,
+        header = {
             "members": members,
-            "idempotency": [[key, value] for key, value in plan.idempotency.items()],
-            "events": [event.decode() for event in plan.events],
-            "dead": [letter.to_bytes().decode() for letter in plan.dead],
+            "idempotency": [[key, digest] for key, digest in plan.idempotency.items()],
+            "ttl": self.settings.idempotency_ttl_s,
+            "events": len(plan.events),
+            "dead": len(plan.dead),
+            "dead_kept": self.settings.dead_letters_kept,
             "stats": [[name, count] for name, count in sorted(plan.stats.items())],
+            "sets": [list(change) for change in plan.sets],
+            "receipts": [list(receipt) for receipt in plan.receipts],
+            "receipt_ttl": self.settings.receipt_ttl_s,
             "log": part.log,
             "dead_letters": part.dead_letters,
             "stats_key": part.stats,
@@ -262,39 +445,70 @@ class Ingest:
             "group": GROUP,
             "ack": ack,
         }
+        args: list[Any] = [json.dumps(header), *plan.events]
+        args += [letter.to_bytes() for letter in plan.dead]
+        args += [state.model_dump_json() for state in plan.states.values()]
         keys = [part.log, part.dead_letters, part.stats, part.inbox]
         keys += [m[0] for m in members] + list(plan.idempotency)
-        reply = await self.script(keys=keys, args=[json.dumps(body)])
+        keys += sorted({key for key, _, _ in plan.sets} | {r[0] for r in plan.receipts})
+        reply = await self.script(keys=keys, args=args)
         return text(reply[0]) == "ok"
 
-    async def _register_images(
-        self, images: dict[str, tuple[str, ev.ImageRegistered, str]]
-    ) -> None:
-        """Write new images to the catalog before their events are appended: a crash in
-        between leaves an image whose retried registration is recognised by its key."""
+    async def _claim_images(self, images: dict[str, tuple[Decoded, ev.ImageRegistered]]) -> bool:
+        """Claim every new image ID for the message that registers it, before its event is
+        appended: only one message anywhere can win an ID (every partition shares the
+        catalog). ``False`` if another message holds a claim: the batch is decided again,
+        and that registration is then a ``DUPLICATE_IMAGE``."""
         if not images:
+            return True
+        async with self.client.pipeline(transaction=False) as pipe:
+            for image_id, (item, event) in images.items():
+                entry = catalog_entry(event, item.member_id, item.owner)
+                await self.claim_script(
+                    keys=[image_key(image_id)], args=claim_args(entry), client=pipe
+                )
+            owners = await pipe.execute()
+        lost = [
+            image_id
+            for (image_id, (item, _)), owner in zip(images.items(), owners, strict=True)
+            if text(owner) != item.owner
+        ]
+        for image_id in lost:
+            self.known_images.pop(image_id, None)
+        return not lost
+
+    async def _publish_images(self, images: dict[str, tuple[Decoded, ev.ImageRegistered]]) -> None:
+        await self._publish({image: event.model_version for image, (_, event) in images.items()})
+
+    async def _publish(self, versions: dict[str, str]) -> None:
+        """Once their events are in the log, images stop being claims: grids may show them."""
+        if not versions:
             return
         async with self.client.pipeline(transaction=False) as pipe:
-            for image_id, (creator, event, key) in images.items():
-                entry = catalog_entry(event, creator, key)
-                await self.register_once(
-                    keys=[image_key(image_id)], args=register_args(entry), client=pipe
-                )
-                family = family_of(event.model_version)
+            for image_id, version in versions.items():
+                pipe.hdel(image_key(image_id), "pending")
+                family = family_of(version)
                 if family is not None:
                     pipe.sadd(family_images(family), image_id)
             await pipe.execute()
 
 
-def _unless_own(
-    catalog: dict[str, ImageInfo], payload: ev.Payload, key: str
-) -> dict[str, ImageInfo]:
+def _reused(item: Decoded, stored: str) -> Rejected:
+    return Rejected(
+        "KEY_REUSED",
+        f"idempotency key {item.key!r} of member {item.member_id!r} was used for a different "
+        f"message (digest {stored}; this one {item.digest}); use a new key for a new message",
+        "idempotency_key",
+    )
+
+
+def _unless_own(catalog: dict[str, ImageInfo], item: Decoded) -> dict[str, ImageInfo]:
     """The catalog as a registration sees it: without the image its own earlier, interrupted
-    attempt (same idempotency key) already wrote."""
-    if isinstance(payload, ev.ImageRegistered):
-        known = catalog.get(payload.image_id)
-        if known is not None and known.registered_by == key:
-            return {k: v for k, v in catalog.items() if k != payload.image_id}
+    attempt (same member and idempotency key) already claimed."""
+    if isinstance(item.payload, ev.ImageRegistered):
+        known = catalog.get(item.payload.image_id)
+        if known is not None and known.registered_by == item.owner:
+            return {k: v for k, v in catalog.items() if k != item.payload.image_id}
     return catalog
 
 

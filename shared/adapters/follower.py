@@ -12,6 +12,7 @@ for a log, that decision is also recorded (``Partition.skipped``) so a replay re
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from abc import ABC, abstractmethod
@@ -26,9 +27,12 @@ from shared.deadletter import DeadLetter
 from shared.domain.events import utcnow
 from shared.keys import Partition
 
+from .lifecycle import stopping
 from .store import (
+    ADOPT_PENDING,
     DEAD_LETTER_AND_ACK,
     DEAD_LETTER_AT_POSITION,
+    READ_BOUNDED,
     RENEW_LEASE,
     ensure_group,
     text,
@@ -37,6 +41,27 @@ from .store import (
 Entry = tuple[str, dict[bytes, bytes]]
 Apply = Callable[[Partition, str, list[Entry]], Awaitable[bool]]
 log = logging.getLogger("personalize.follower")
+PREFIX_KEPT = 4096
+
+
+def bounded(fields: dict[bytes, bytes], limit: int) -> dict[bytes, bytes]:
+    """``fields``, or, when they add up to more than ``limit`` bytes, what
+    :data:`READ_BOUNDED` returns for such an entry: its size, hash and prefix."""
+    size = sum(len(name) + len(value) for name, value in fields.items())
+    if size <= limit:
+        return fields
+    name, value = max(fields.items(), key=lambda pair: len(pair[1]))
+    digest = hashlib.sha1(value).hexdigest()
+    return {
+        b"__oversize__": f"{size} {len(value)} {digest}".encode(),
+        b"__field__": name,
+        b"__prefix__": value[:PREFIX_KEPT],
+    }
+
+
+def _pairs(flat: list[bytes] | None) -> dict[bytes, bytes]:
+    values = flat or []
+    return dict(zip(values[::2], values[1::2], strict=True))
 
 
 @dataclass
@@ -77,7 +102,9 @@ class LeasedPartitions(ABC):
                 if acquired or text(await self.client.get(lease)) == self.config.replica:
                     await self._follow(partition, lease)
             except (RedisError, OSError) as error:
-                log.warning("%s %s: %r; retrying", self.config.role, partition.tag, error)
+                stopping(error)
+                log.warning("%s %s: %s: %s; retrying", self.config.role, partition.tag,
+                            type(error).__name__, error)  # fmt: skip
             await asyncio.sleep(self.config.lease_ms / 3000)
 
     async def holding(self, lease: str) -> bool:
@@ -127,8 +154,8 @@ class PartitionFollower(LeasedPartitions):
         except Exception as error:
             failures = self.failures.get(key, 0) + 1
             self.failures[key] = failures
-            log.warning("%s %s: batch after %s failed (%d): %r",
-                        self.config.role, partition.tag, position, failures, error)  # fmt: skip
+            log.warning("%s %s: batch after %s failed (%d): %s: %s", self.config.role,
+                        partition.tag, position, failures, type(error).__name__, error)  # fmt: skip
             if len(entries) == 1 and failures >= self.config.max_attempts:
                 await self._give_up(partition, position, entries[0], error, failures)
             await asyncio.sleep(min(0.05 * 2**failures, 2.0))
@@ -174,6 +201,11 @@ class GroupFollower(LeasedPartitions):
     group still has pending (a crashed replica's unfinished work) and finishes those before
     reading new ones. ``process`` must acknowledge what it handled (ideally in the same atomic
     step as its effects); an entry that keeps failing is dead-lettered and acknowledged.
+
+    Entries are read by a script that never hands over an entry above ``max_entry_bytes``
+    (publishers write these streams, so their size is not ours to trust): only its size,
+    hash and prefix (:func:`bounded`). An idle stream is waited on with one blocking read of
+    a single entry.
     """
 
     def __init__(
@@ -183,11 +215,15 @@ class GroupFollower(LeasedPartitions):
         partitions: list[Partition],
         group: str,
         process: Process,
+        max_entry_bytes: int = 256 * 1024,
     ) -> None:
         super().__init__(client, config, partitions)
         self.group = group
         self.process = process
         self.dead_letter = client.register_script(DEAD_LETTER_AND_ACK)
+        self.read_script = client.register_script(READ_BOUNDED)
+        self.adopt_script = client.register_script(ADOPT_PENDING)
+        self.max_entry_bytes = max_entry_bytes
         self.failures: dict[str, int] = {}
         self.last_error = "processing kept failing"
 
@@ -195,33 +231,51 @@ class GroupFollower(LeasedPartitions):
         stream = self.config.stream(partition)
         await ensure_group(self.client, stream, self.group)
         await self._adopt(stream)
+        pending = True
         while await self.holding(lease):
             failing = any(key.startswith(stream) for key in self.failures)
             count = 1 if failing else self.config.batch_size
-            entries = await self._read(stream, "0", count, None)
-            if not entries:
-                entries = await self._read(stream, ">", count, self.config.block_ms)
+            entries = await self._read(stream, "0", count) if pending or failing else []
+            pending = bool(entries)
+            entries = entries or await self._read(stream, ">", count) or await self._wait(stream)
             if entries:
                 await self._handle(partition, stream, entries)
+                pending = pending or any(k.startswith(stream) for k in self.failures)
 
     async def _adopt(self, stream: str) -> None:
+        """Take over every entry the group has pending (IDs only: no payload is copied)."""
         start = "0-0"
         while True:
-            reply: Any = await self.client.xautoclaim(
-                stream, self.group, self.config.replica, min_idle_time=0, start_id=start,
-                count=self.config.batch_size,
-            )  # fmt: skip
+            args: list[Any] = [self.group, self.config.replica, start, self.config.batch_size]
+            reply: Any = await self.adopt_script(keys=[stream], args=args)
             start = text(reply[0])
             if start == "0-0":
                 return
 
-    async def _read(self, stream: str, start: str, count: int, block: int | None) -> list[Entry]:
+    async def _wait(self, stream: str) -> list[Entry]:
+        """Block until one new entry arrives (a script cannot block). This one read returns
+        an entry whole; it is bounded like the script's reads, and by the server's own
+        ``proto-max-bulk-len`` where that is set (``make run``, compose)."""
         reply: Any = await self.client.xreadgroup(
-            self.group, self.config.replica, {stream: start}, count=count, block=block
+            self.group, self.config.replica, {stream: ">"}, count=1, block=self.config.block_ms
         )
         if not reply:
             return []
-        entries = [(text(i), fields or {}) for i, fields in reply[0][1]]
+        return [(text(i), bounded(fields or {}, self.max_entry_bytes)) for i, fields in reply[0][1]]
+
+    async def _read(self, stream: str, start: str, count: int) -> list[Entry]:
+        """Entries of this consumer (``0``: its pending ones, ``>``: new ones); an oversized
+        entry comes back as its size, hash and prefix only (:data:`READ_BOUNDED`)."""
+        args: list[Any] = [
+            self.group,
+            self.config.replica,
+            start,
+            count,
+            self.max_entry_bytes,
+            PREFIX_KEPT,
+        ]
+        reply: Any = await self.read_script(keys=[stream], args=args)
+        entries = [(text(entry_id), _pairs(fields)) for entry_id, fields in reply]
         gone = [entry_id for entry_id, fields in entries if not fields]
         if gone:
             await self.client.xack(stream, self.group, *gone)
@@ -240,8 +294,8 @@ class GroupFollower(LeasedPartitions):
             raise  # the server, not the entry: retried without counting against the entry
         except Exception as error:
             self.failures[key] = failures + 1
-            log.warning("%s %s: entries from %s failed (%d): %r",
-                        self.config.role, stream, entries[0][0], failures + 1, error)  # fmt: skip
+            log.warning("%s %s: entries from %s failed (%d): %s: %s", self.config.role, stream,
+                        entries[0][0], failures + 1, type(error).__name__, error)  # fmt: skip
             self.last_error = f"{type(error).__name__}: {error}"[:1000]
             await asyncio.sleep(min(0.05 * 2 ** (failures + 1), 2.0))
         else:

@@ -31,6 +31,15 @@ async def heartbeat(client: aioredis.Redis, service: str, replica: str) -> None:
         await asyncio.sleep(HEARTBEAT_S)
 
 
+def stopping(error: BaseException) -> None:
+    """Raise ``CancelledError`` if this task is being cancelled: redis-py can turn a
+    cancellation that lands in a blocking read into a connection error, and a loop that
+    retries connection errors would then never stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError() from error
+
+
 async def persistently(call: Callable[[], Awaitable[T]], service: str) -> T:
     """Run ``call`` until the server answers: a service may start before the server, or
     while it restarts, and must wait for it rather than exit."""
@@ -39,7 +48,9 @@ async def persistently(call: Callable[[], Awaitable[T]], service: str) -> T:
         try:
             return await call()
         except (RedisError, OSError) as error:
-            log.warning("%s: server not reachable (%r); waiting", service, error)
+            stopping(error)
+            log.warning("%s: server not reachable (%s: %s); waiting", service,
+                        type(error).__name__, error)  # fmt: skip
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 

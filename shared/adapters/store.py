@@ -18,9 +18,12 @@ from shared.domain.member import MemberState
 
 APPEND_BATCH = """
 -- One batch of ingest, all or nothing. KEYS: every key below (one partition, one slot).
--- ARGV[1]: JSON plan {ttl, members: [[key, expected, version, state]], idempotency:
---   [[key, value]], events: [json], dead: [json], stats: [[field, n]], log, dead_letters,
---   stats_key, inbox, group, ack: [entry ids]}. A member state is stored as '<version> <json>'.
+-- ARGV[1]: JSON header {members: [[key, expected, version]], idempotency: [[key, digest]],
+--   ttl, events: n, dead: n, dead_kept, stats: [[field, n]], sets: [[key, 'add'|'remove',
+--   member]], receipts: [[key, json without its closing brace, first event, n]],
+--   receipt_ttl, log, dead_letters, stats_key, inbox, group, ack: [entry ids]};
+-- then the events, the dead letters and the members' states, one argument each.
+-- A member state is stored as '<version> <json>'.
 local plan = cjson.decode(ARGV[1])
 for _, member in ipairs(plan.members) do
   local stored = redis.call('GET', member[1])
@@ -31,19 +34,76 @@ for _, pair in ipairs(plan.idempotency) do
   if redis.call('EXISTS', pair[1]) == 1 then return {'duplicate', pair[1]} end
 end
 local ids = {'ok'}
-for _, event in ipairs(plan.events) do
-  ids[#ids + 1] = redis.call('XADD', plan.log, '*', 'event', event)
+for i = 1, plan.events do
+  ids[#ids + 1] = redis.call('XADD', plan.log, '*', 'event', ARGV[1 + i])
 end
-for _, letter in ipairs(plan.dead) do redis.call('XADD', plan.dead_letters, '*', 'dead', letter) end
-for _, member in ipairs(plan.members) do
-  redis.call('SET', member[1], member[3] .. ' ' .. member[4])
+for i = 1, plan.dead do
+  redis.call('XADD', plan.dead_letters, 'MAXLEN', '~', plan.dead_kept, '*', 'dead',
+    ARGV[1 + plan.events + i])
+end
+for i, member in ipairs(plan.members) do
+  redis.call('SET', member[1], member[3] .. ' ' .. ARGV[1 + plan.events + plan.dead + i])
 end
 for _, pair in ipairs(plan.idempotency) do
   redis.call('SET', pair[1], pair[2], 'EX', plan.ttl)
 end
+for _, change in ipairs(plan.sets) do
+  redis.call(change[2] == 'add' and 'SADD' or 'SREM', change[1], change[3])
+end
 for _, stat in ipairs(plan.stats) do redis.call('HINCRBY', plan.stats_key, stat[1], stat[2]) end
-if #plan.ack > 0 then redis.call('XACK', plan.inbox, plan.group, unpack(plan.ack)) end
+for _, receipt in ipairs(plan.receipts) do
+  local logged = {}
+  for i = 1, receipt[4] do logged[i] = '"' .. ids[1 + receipt[3] + i] .. '"' end
+  redis.call('RPUSH', receipt[1], receipt[2] .. ',"entry_ids":[' .. table.concat(logged, ',') .. ']}')
+  redis.call('EXPIRE', receipt[1], plan.receipt_ttl)
+end
+if #plan.ack > 0 then
+  redis.call('XACK', plan.inbox, plan.group, unpack(plan.ack))
+  -- Everything below the oldest pending entry is acknowledged: keep the inbox short.
+  local pending = redis.call('XPENDING', plan.inbox, plan.group)
+  local floor = pending[2]
+  if pending[1] == 0 then
+    local ms, seq = string.match(plan.ack[#plan.ack], '^(%d+)-(%d+)$')
+    floor = ms .. '-' .. (tonumber(seq) + 1)
+  end
+  redis.call('XTRIM', plan.inbox, 'MINID', '~', floor)
+end
 return ids
+"""
+
+ADOPT_PENDING = """
+-- KEYS[1]: stream; ARGV: group, consumer, start, count. XAUTOCLAIM of IDs only (JUSTID):
+-- taking over a crashed consumer's entries copies none of their payloads.
+return redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'COUNT', ARGV[4], 'JUSTID')
+"""
+
+READ_BOUNDED = """
+-- XREADGROUP without ever handing an oversized entry to the client: an entry whose fields
+-- and values add up to more than ARGV[5] bytes comes back as the fields __oversize__
+-- '<entry bytes> <bytes of its largest value> <sha1 of that value>', __field__ <that
+-- field's name> and __prefix__ <its first ARGV[6] bytes>. KEYS[1]: stream; ARGV: group, consumer, start
+-- ('0' for this consumer's pending entries, '>' for new ones), count, max bytes, prefix.
+local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[4],
+  'STREAMS', KEYS[1], ARGV[3])
+if not reply then return {} end
+local entries = reply[1][2]
+local limit, keep = tonumber(ARGV[5]), tonumber(ARGV[6])
+for _, entry in ipairs(entries) do
+  local fields = entry[2]
+  if fields then
+    local size, largest = 0, 2
+    for i = 2, #fields, 2 do
+      size = size + #fields[i - 1] + #fields[i]
+      if #fields[i] > #fields[largest] then largest = i end
+    end
+    if size > limit then
+      local value = fields[largest]
+      entry[2] = {'__oversize__', size .. ' ' .. #value .. ' ' .. redis.sha1hex(value),
+        '__field__', fields[largest - 1], '__prefix__', string.sub(value, 1, keep)}
+    end
+  end
+end
+return entries
 """
 
 APPLY_AT_POSITION = """

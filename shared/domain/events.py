@@ -8,6 +8,8 @@ payload model carries ``VERSION``; older payloads are upcast on read (:func:`upc
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from shared.taste.vectors import scaled_norm, unit
 
 Handle = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:@-]{1,64}$")]
-IdempotencyKey = Annotated[str, StringConstraints(pattern=r"^[!-~]{1,200}$")]
+IdempotencyKey = Annotated[str, StringConstraints(pattern=r"^[ -~]{1,200}$")]
 Version = Annotated[str, StringConstraints(pattern=r"^\d{1,2}(\.\d{1,2})?$")]
 UNIT_TOLERANCE = 1e-6
 ProfileName = Annotated[str, StringConstraints(min_length=1, max_length=80, strip_whitespace=True)]
@@ -30,6 +32,8 @@ class Payload(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     VERSION: ClassVar[int] = 1
+    DERIVED: ClassVar[frozenset[str]] = frozenset()
+    """Fields ingest fills in for the log; a publisher may not send them."""
 
 
 class ImageRegistered(Payload):
@@ -87,6 +91,8 @@ class ImagePicked(Payload):
     grid's images not picked before this pick, the picked one included).
     """
 
+    DERIVED = frozenset({"profile_id", "candidates"})
+
     grid_id: Handle
     image_id: Handle
     profile_id: Handle | None = None
@@ -97,12 +103,16 @@ class ImageLiked(Payload):
     """The member liked another member's image; in the log ``profile_id`` names the Global
     Profile it feeds (of the family the image was made with)."""
 
+    DERIVED = frozenset({"profile_id"})
+
     image_id: Handle
     profile_id: Handle | None = None
 
 
 class ImageUnliked(Payload):
     """The member took a like back."""
+
+    DERIVED = frozenset({"profile_id"})
 
     image_id: Handle
     profile_id: Handle | None = None
@@ -116,6 +126,7 @@ class PairRanked(Payload):
     """
 
     VERSION: ClassVar[int] = 2
+    DERIVED = frozenset({"profile_id"})
 
     winner_image_id: Handle
     loser_image_id: Handle
@@ -124,6 +135,8 @@ class PairRanked(Payload):
 
 class ProfileCreated(Payload):
     """A profile exists. Inbound, only ``name`` is given; ingest assigns the rest."""
+
+    DERIVED = frozenset({"profile_id", "family", "version", "is_global"})
 
     name: ProfileName
     profile_id: Handle | None = None
@@ -241,13 +254,41 @@ class Inbound(BaseModel):
         return value
 
     def typed_payload(self) -> Payload:
+        """The validated payload; :class:`FieldError` for a version or field a publisher may
+        not send, pydantic's ``ValidationError`` (paths relative to the payload) otherwise."""
         model = PAYLOADS[self.type]
         if self.schema_version > model.VERSION:
-            raise ValueError(
+            raise FieldError(
+                "schema_version",
                 f"schema_version {self.schema_version} of {self.type} is newer than this "
-                f"service understands (at most {model.VERSION})"
+                f"service understands (at most {model.VERSION})",
             )
-        return model.model_validate(upcast(self.type, self.schema_version, self.payload))
+        payload = upcast(self.type, self.schema_version, self.payload)
+        derived = sorted(model.DERIVED & payload.keys())
+        if derived:
+            raise FieldError(
+                f"payload.{derived[0]}",
+                f"payload.{derived[0]} is set by ingest, not by publishers; "
+                f"send {self.type} without {', '.join(derived)}",
+            )
+        return model.model_validate(payload)
+
+
+class FieldError(ValueError):
+    """An inbound message names a field it may not, or a version that is not understood."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def request_digest(message_type: str, payload: Payload) -> str:
+    """What an idempotency key stands for: the type and the validated payload (not the
+    arrival time or schema version), so that a retry matches and a different message does not."""
+    body = json.dumps(
+        [message_type, payload.model_dump(mode="json")], sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(body.encode()).hexdigest()[:32]
 
 
 class LoggedEvent(BaseModel):
@@ -262,6 +303,9 @@ class LoggedEvent(BaseModel):
     occurred_at: datetime
     recorded_at: datetime
     payload: dict[str, Any]
+    request_digest: str | None = Field(
+        default=None, description="digest of the inbound message it came from (idempotency)"
+    )
 
     def typed_payload(self) -> Payload:
         return PAYLOADS[self.type].model_validate(
@@ -269,7 +313,7 @@ class LoggedEvent(BaseModel):
         )
 
     def to_bytes(self) -> bytes:
-        return self.model_dump_json().encode()
+        return self.model_dump_json(exclude_none=True).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> LoggedEvent:
@@ -277,7 +321,13 @@ class LoggedEvent(BaseModel):
 
 
 def record(
-    payload: Payload, *, event_id: str, member_id: str, occurred_at: datetime, now: datetime
+    payload: Payload,
+    *,
+    event_id: str,
+    member_id: str,
+    occurred_at: datetime,
+    now: datetime,
+    digest: str | None = None,
 ) -> LoggedEvent:
     return LoggedEvent(
         type=type(payload).__name__,
@@ -287,6 +337,7 @@ def record(
         occurred_at=occurred_at,
         recorded_at=now,
         payload=payload.model_dump(mode="json", exclude_none=True),
+        request_digest=digest,
     )
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from pydantic import BaseModel, Field
 
 from .rpc import RpcRequest
-from .views import CodeView, MemberView
+from .views import CodeView, MemberView, ProfileSummary
 
 
 class ListRequest(RpcRequest):
@@ -58,47 +58,57 @@ class Listing(BaseModel):
 
 
 def listing(
-    member_id: str, member: MemberView | None, codes: Mapping[str, CodeView], include_deleted: bool
+    member_id: str,
+    member: MemberView | None,
+    codes: Sequence[CodeView],
+    deleted: Mapping[str, ProfileSummary],
+    include_deleted: bool,
 ) -> Listing:
+    """The member's listing. ``codes``: every code they minted, newest first; ``deleted``:
+    summaries of deleted profiles, by ID (all of them when ``include_deleted``, else at least
+    those behind ``codes``), as they were when deleted."""
     if member is None:
         member = MemberView(member_id=member_id)
-    profiles = [
-        ProfileListing(
-            **p.model_dump(include={"profile_id", "name", "family", "version", "is_global"}),
-            deleted=p.deleted,
-            picks=p.picks,
-            needed=p.needed,
-            unlocked=p.unlocked,
-            progress=min(1.0, p.picks / p.needed),
-            evidence=p.evidence,
-            latest_code=p.latest_code,
-        )
-        for p in sorted(member.profiles.values(), key=lambda p: p.order)
-        if include_deleted or not p.deleted
-    ]
-    listed = []
-    for code in member.codes:
-        view = codes[code]
-        now = member.profiles.get(view.profile_id)
-        listed.append(
-            CodeListing(
-                code=code,
-                profile_id=view.profile_id,
-                profile_name_then=view.profile_name,
-                profile_name_now=now.name if now else None,
-                family=view.family,
-                version=view.version,
-                minted_at=view.minted_at,
-                evidence=view.evidence,
-                picks=view.picks,
-                profile_deleted=bool(now and now.deleted),
-            )
-        )
+    shown = [*member.profiles.values(), *(deleted.values() if include_deleted else ())]
     return Listing(
         member_id=member_id,
         default_version=member.default_version,
         personalization=member.personalization,
         defaults=member.defaults,
-        profiles=profiles,
-        codes=listed,
+        profiles=[_profile(p) for p in sorted(shown, key=lambda p: p.order)],
+        codes=[_code(view, _now(view.profile_id, member, deleted)) for view in codes],
+    )
+
+
+def _now(
+    profile_id: str, member: MemberView, deleted: Mapping[str, ProfileSummary]
+) -> ProfileSummary | None:
+    return member.profiles.get(profile_id) or deleted.get(profile_id)
+
+
+def _profile(p: ProfileSummary) -> ProfileListing:
+    return ProfileListing(
+        **p.model_dump(include={"profile_id", "name", "family", "version", "is_global"}),
+        deleted=p.deleted,
+        picks=p.picks,
+        needed=p.needed,
+        unlocked=p.unlocked,
+        progress=min(1.0, p.picks / p.needed),
+        evidence=p.evidence,
+        latest_code=p.latest_code,
+    )
+
+
+def _code(view: CodeView, now: ProfileSummary | None) -> CodeListing:
+    return CodeListing(
+        code=view.code,
+        profile_id=view.profile_id,
+        profile_name_then=view.profile_name,
+        profile_name_now=now.name if now else None,
+        family=view.family,
+        version=view.version,
+        minted_at=view.minted_at,
+        evidence=view.evidence,
+        picks=view.picks,
+        profile_deleted=bool(now and now.deleted),
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from . import events as ev
 from .families import DEFAULT_VERSION, Family, family_of
@@ -31,9 +31,13 @@ class Rejected(Exception):
 
 @dataclass(frozen=True)
 class ImageInfo:
+    """A catalog image as ingest sees it; a ``pending`` one is claimed by a registration
+    whose event is not in the log yet: no one may show, like or rank it."""
+
     creator: str
     model_version: str
     registered_by: str = ""
+    pending: bool = False
 
     @property
     def family(self) -> Family | None:
@@ -72,6 +76,12 @@ class GridState(BaseModel):
 
 
 class MemberState(BaseModel):
+    """What ingest decides with, read on every message of the member, so nothing in it may
+    grow without bound: deleted profile IDs and liked images live in sets beside it
+    (:func:`set_changes`), and ``gone`` and ``likes`` hold what those sets say about the
+    profiles and images the messages being decided name (:func:`named_profiles`,
+    :func:`named_images`). ``liked`` is only read: states written before the sets existed."""
+
     model_config = ConfigDict(frozen=True)
 
     version: int = 0
@@ -82,16 +92,25 @@ class MemberState(BaseModel):
     liked: list[str] = []
     defaults: list[str] = []
     personalization: bool = False
+    gone: frozenset[str] = Field(default=frozenset(), exclude=True)
+    likes: frozenset[str] = Field(default=frozenset(), exclude=True)
 
     def owned(self, profile_id: str, field: str = "payload.profile_id") -> ProfileState:
         profile = self.profiles.get(profile_id)
-        if profile is None:
-            raise Rejected("NOT_OWNER", f"profile {profile_id!r} is not one of yours", field)
-        if profile.deleted:
+        if self.is_deleted(profile_id):
             raise Rejected(
                 "PROFILE_DELETED", f"profile {profile_id!r} is deleted and takes no data", field
             )
+        if profile is None:
+            raise Rejected("NOT_OWNER", f"profile {profile_id!r} is not one of yours", field)
         return profile
+
+    def has_liked(self, image_id: str) -> bool:
+        return image_id in self.likes or image_id in self.liked
+
+    def is_deleted(self, profile_id: str) -> bool:
+        profile = self.profiles.get(profile_id)
+        return profile_id in self.gone or (profile is not None and profile.deleted)
 
     def global_profile(self, family: str) -> ProfileState | None:
         profile_id = self.globals.get(family)
@@ -100,6 +119,41 @@ class MemberState(BaseModel):
 
 Catalog = Mapping[str, ImageInfo]
 NewId = Callable[[], str]
+
+
+def named_profiles(state: MemberState, payload: ev.Payload) -> set[str]:
+    """The profile IDs deciding ``payload`` may ask about that are not among the state's
+    profiles: whether they are deleted profiles of the member must be looked up first."""
+    named: set[str] = set()
+    if isinstance(payload, ev.GridServed | ev.ProfileRenamed | ev.ProfileDeleted):
+        named = {payload.profile_id} if payload.profile_id else set()
+    elif isinstance(payload, ev.DefaultProfilesSelected):
+        named = set(payload.profile_ids)
+    elif isinstance(payload, ev.ImagePicked) and payload.grid_id in state.grids:
+        named = {state.grids[payload.grid_id].profile_id}
+    return named - state.profiles.keys()
+
+
+def named_images(payload: ev.Payload) -> set[str]:
+    """The images whose "liked" flag deciding ``payload`` needs."""
+    if isinstance(payload, ev.ImageLiked | ev.ImageUnliked):
+        return {payload.image_id}
+    return set()
+
+
+SetChange = tuple[str, str, str]
+"""(``"gone"`` or ``"liked"``, ``"add"`` or ``"remove"``, the member's profile or image ID)."""
+
+
+def set_changes(payload: ev.Payload) -> list[SetChange]:
+    """What an appended event changes in the member's sets beside the state."""
+    if isinstance(payload, ev.ProfileDeleted):
+        return [("gone", "add", payload.profile_id)]
+    if isinstance(payload, ev.ImageLiked):
+        return [("liked", "add", payload.image_id)]
+    if isinstance(payload, ev.ImageUnliked):
+        return [("liked", "remove", payload.image_id)]
+    return []
 
 
 def decide(
@@ -117,7 +171,7 @@ def decide(
 
 def _image(catalog: Catalog, image_id: str, field: str) -> ImageInfo:
     info = catalog.get(image_id)
-    if info is None:
+    if info is None or info.pending:
         raise Rejected("UNKNOWN_IMAGE", f"image {image_id!r} is not registered", field)
     return info
 
@@ -213,7 +267,7 @@ def _picked(state, payload, member_id, catalog, rules, new_id):  # type: ignore[
 
 def _liked(state, payload, member_id, catalog, rules, new_id):  # type: ignore[no-untyped-def]
     info = _image(catalog, payload.image_id, "payload.image_id")
-    if info.creator == member_id or payload.image_id in state.liked or info.family is None:
+    if info.creator == member_id or state.has_liked(payload.image_id) or info.family is None:
         return []
     profile_id, derived = _global_for(state, info.family, new_id)
     return [*derived, payload.model_copy(update={"profile_id": profile_id})]
@@ -221,7 +275,7 @@ def _liked(state, payload, member_id, catalog, rules, new_id):  # type: ignore[n
 
 def _unliked(state, payload, member_id, catalog, rules, new_id):  # type: ignore[no-untyped-def]
     info = _image(catalog, payload.image_id, "payload.image_id")
-    if payload.image_id not in state.liked or info.family is None:
+    if not state.has_liked(payload.image_id) or info.family is None:
         return []
     profile = state.global_profile(info.family)
     assert profile is not None  # a like created it
@@ -256,7 +310,12 @@ def _created(state, payload, member_id, catalog, rules, new_id):  # type: ignore
             "type",
         )
     if sum(not p.deleted for p in state.profiles.values()) >= MAX_PROFILES:
-        raise Rejected("TOO_MANY_PROFILES", f"at most {MAX_PROFILES} profiles per member")
+        raise Rejected(
+            "PROFILE_LIMIT",
+            f"a member has at most {MAX_PROFILES} profiles (deleted ones do not count); "
+            "delete one before creating another",
+            "type",
+        )
     created = ev.ProfileCreated(
         name=payload.name,
         profile_id=new_id(),
@@ -273,8 +332,7 @@ def _renamed(state, payload, member_id, catalog, rules, new_id):  # type: ignore
 
 
 def _deleted(state, payload, member_id, catalog, rules, new_id):  # type: ignore[no-untyped-def]
-    profile = state.profiles.get(payload.profile_id)
-    if profile is not None and profile.deleted:
+    if state.is_deleted(payload.profile_id):
         return []
     profile = state.owned(payload.profile_id)
     if profile.is_global:
@@ -354,16 +412,23 @@ def _evolve_picked(state, p, rules):  # type: ignore[no-untyped-def]
 
 
 def _evolve_liked(state, p, rules):  # type: ignore[no-untyped-def]
-    return {"liked": sorted({*state.liked, p.image_id})}
+    return {"likes": state.likes | {p.image_id}}
 
 
 def _evolve_unliked(state, p, rules):  # type: ignore[no-untyped-def]
-    return {"liked": [image for image in state.liked if image != p.image_id]}
+    return {
+        "likes": state.likes - {p.image_id},
+        "liked": [image for image in state.liked if image != p.image_id],
+    }
 
 
 def _evolve_deleted(state, p, rules):  # type: ignore[no-untyped-def]
-    update = _with_profile(state, p.profile_id, deleted=True)
-    return {**update, "defaults": [d for d in state.defaults if d != p.profile_id]}
+    profiles = {pid: profile for pid, profile in state.profiles.items() if pid != p.profile_id}
+    return {
+        "profiles": profiles,
+        "gone": state.gone | {p.profile_id},
+        "defaults": [d for d in state.defaults if d != p.profile_id],
+    }
 
 
 _EVOLVERS: dict[type[ev.Payload], Callable[..., dict[str, object]]] = {

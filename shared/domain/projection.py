@@ -3,6 +3,11 @@
 The adapter loads the views a batch touches, folds every event in log order with
 :meth:`Projection.fold`, then writes the dirty views and the batch's last position in one
 atomic step. The same fold serves the live projector and a replay.
+
+What an event reads never grows with a member's history: a deleted profile leaves the
+member view (its summary moves to its own profile model) and codes are counted there, not
+listed; both histories are append-only entries (:class:`MemberCode`,
+:class:`MemberDeletion`) that the fold writes and never reads.
 """
 
 from __future__ import annotations
@@ -17,7 +22,15 @@ from shared.taste.learner import TasteLearner
 from shared.taste.prior import TastePrior
 
 from . import events as ev
-from .views import CodeView, MemberView, PriorView, ProfileModel, ProfileSummary
+from .views import (
+    CodeView,
+    MemberCode,
+    MemberDeletion,
+    MemberView,
+    PriorView,
+    ProfileModel,
+    ProfileSummary,
+)
 
 Embeddings = Callable[[Iterable[str]], Mapping[str, np.ndarray]]
 
@@ -69,6 +82,9 @@ class Projection:
     learners: dict[str, TasteLearner] = field(default_factory=dict)
     touched: set[str] = field(default_factory=set)
     created: set[str] = field(default_factory=set)
+    retired: set[str] = field(default_factory=set)
+    minted: list[MemberCode] = field(default_factory=list)
+    deletions: list[MemberDeletion] = field(default_factory=list)
     current_prior: str = ""
     published: dict[str, PriorView] = field(default_factory=dict)
 
@@ -88,6 +104,11 @@ class Projection:
         handler(self, member, payload, event, position)
         self.members[event.member_id] = member.model_copy(update={"position": position})
         self.dirty_members.add(event.member_id)
+
+    @property
+    def written_profiles(self) -> set[str]:
+        """The profile models this batch changed."""
+        return self.touched | self.created | self.retired
 
     def flush_learners(self) -> None:
         """Write the state of every learner this batch changed into its profile model."""
@@ -116,6 +137,19 @@ class Projection:
                 learner = TasteLearner(prior)
             self.learners[profile_id] = learner
         return self.learners[profile_id]
+
+    def retire(self, member_id: str, summary: ProfileSummary, position: str) -> None:
+        """Keep a deleted profile's summary on its model; drop its learner (no more data)."""
+        profile_id = summary.profile_id
+        model = self.profiles.get(profile_id) or ProfileModel(
+            profile_id=profile_id, member_id=member_id, prior=self.current_prior
+        )
+        self.profiles[profile_id] = model.model_copy(
+            update={"state": "", "summary": summary, "position": position}
+        )
+        self.touched.discard(profile_id)
+        self.learners.pop(profile_id, None)
+        self.retired.add(profile_id)
 
     def _learned(self, member: MemberView, profile_id: str, position: str, picks: int = 0) -> None:
         summary = member.profiles[profile_id]
@@ -158,6 +192,16 @@ def _created(proj: Projection, member: MemberView, p, event, position) -> None: 
     proj.created.add(p.profile_id)
 
 
+def _for_active_profile(fold: Callable[..., None]) -> Callable[..., None]:
+    """Data for a profile that is not active (ingest never appends any) changes nothing."""
+
+    def apply(proj, member, p, event, position):  # type: ignore[no-untyped-def]
+        if p.profile_id in member.profiles:
+            fold(proj, member, p, event, position)
+
+    return apply
+
+
 def _picked(proj: Projection, member: MemberView, p, event, position) -> None:  # type: ignore[no-untyped-def]
     shown = np.stack([proj.embeddings[image] for image in p.candidates])
     proj.learner(member.member_id, p.profile_id).observe_grid(
@@ -191,10 +235,18 @@ def _summary_update(**fields: str) -> Callable[..., None]:
 
 
 def _deleted(proj: Projection, member: MemberView, p, event, position) -> None:  # type: ignore[no-untyped-def]
-    member.profiles[p.profile_id] = member.profiles[p.profile_id].model_copy(
-        update={"deleted": True}
-    )
+    summary = member.profiles.pop(p.profile_id)
     member.defaults = [d for d in member.defaults if d != p.profile_id]
+    proj.retire(member.member_id, summary.model_copy(update={"deleted": True}), position)
+    proj.deletions.append(
+        MemberDeletion(
+            member_id=member.member_id,
+            index=member.profiles_deleted,
+            profile_id=p.profile_id,
+            position=position,
+        )
+    )
+    member.profiles_deleted += 1
 
 
 def _minted(proj: Projection, member: MemberView, p, event, position) -> None:  # type: ignore[no-untyped-def]
@@ -211,11 +263,28 @@ def _minted(proj: Projection, member: MemberView, p, event, position) -> None:  
         minted_at=event.occurred_at,
         position=position,
     )
-    member.codes = [p.code, *member.codes]
+    proj.minted.append(
+        MemberCode(
+            member_id=member.member_id, index=member.codes_minted, code=p.code, position=position
+        )
+    )
+    member.codes_minted += 1
     if p.profile_id in member.profiles:
         member.profiles[p.profile_id] = member.profiles[p.profile_id].model_copy(
             update={"latest_code": p.code}
         )
+    else:
+        _deleted_profile_minted(proj, p.profile_id, p.code, position)
+
+
+def _deleted_profile_minted(proj: Projection, profile_id: str, code: str, position: str) -> None:
+    """A code minted from data the profile took before it was deleted is still its latest."""
+    model = proj.profiles.get(profile_id)
+    if model is None or model.summary is None:
+        return
+    summary = model.summary.model_copy(update={"latest_code": code})
+    proj.profiles[profile_id] = model.model_copy(update={"summary": summary, "position": position})
+    proj.retired.add(profile_id)
 
 
 def _member_field(name: str, source: str) -> Callable[..., None]:
@@ -227,12 +296,12 @@ def _member_field(name: str, source: str) -> Callable[..., None]:
 
 _FOLDS: dict[type[ev.Payload], Callable[..., None]] = {
     ev.ProfileCreated: _created,
-    ev.ImagePicked: _picked,
-    ev.PairRanked: _ranked,
-    ev.ImageLiked: _liked,
-    ev.ImageUnliked: _unliked,
-    ev.ProfileRenamed: _summary_update(name="name"),
-    ev.ProfileDeleted: _deleted,
+    ev.ImagePicked: _for_active_profile(_picked),
+    ev.PairRanked: _for_active_profile(_ranked),
+    ev.ImageLiked: _for_active_profile(_liked),
+    ev.ImageUnliked: _for_active_profile(_unliked),
+    ev.ProfileRenamed: _for_active_profile(_summary_update(name="name")),
+    ev.ProfileDeleted: _for_active_profile(_deleted),
     ev.DefaultProfilesSelected: _member_field("defaults", "profile_ids"),
     ev.PersonalizationToggled: _member_field("personalization", "enabled"),
     ev.DefaultVersionSet: _member_field("default_version", "version"),

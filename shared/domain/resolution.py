@@ -1,8 +1,11 @@
 """prompt-resolver's pure core: turn a parsed prompt and the member's read models into the
 conditioning the generator applies, or a clear error with a stable code.
 
-Resolution happens in two steps so the I/O stays outside: :func:`lookups` says which codes
-and foreign profile IDs the adapter must fetch, :func:`resolve` decides with what came back.
+Resolution happens in steps so the I/O stays outside: :func:`lookups` says which codes and
+profile IDs the adapter must fetch, :func:`followups` which member views and profile models
+tell whether those codes' profiles were deleted (the owners' views hold active profiles
+only), :func:`deleted_profiles` reads that answer, and :func:`resolve` decides. Nothing read
+grows with how many profiles a member deleted.
 """
 
 from __future__ import annotations
@@ -14,11 +17,15 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from shared.prompt.grammar import ParsedPrompt, PValue, render_prompt, strength
+from shared.taste.vectors import scaled_norm, unit
 
 from .events import decode_vector
 from .families import DEFAULT_VERSION, family_of, usable_with
 from .rpc import RpcRequest
-from .views import CodeView, MemberView, ProfileSummary
+from .views import CodeView, MemberView, ProfileModel, ProfileSummary
+
+#: A weighted sum shorter than this fraction of its terms' total length counts as cancelled.
+CANCELLED = 1e-9
 
 
 class ResolveRequest(RpcRequest):
@@ -68,8 +75,11 @@ class Refusal(Exception):
 
 @dataclass(frozen=True)
 class Wanted:
+    """What to fetch: codes, profile models (by profile ID) and member views (by member)."""
+
     codes: set[str] = field(default_factory=set)
     profiles: set[str] = field(default_factory=set)
+    members: set[str] = field(default_factory=set)
 
 
 def prompt_version(parsed: ParsedPrompt, member: MemberView | None) -> str:
@@ -95,18 +105,52 @@ def lookups(parsed: ParsedPrompt, member: MemberView | None) -> Wanted:
     return wanted
 
 
+def followups(member_id: str, member: MemberView | None, codes: Mapping[str, CodeView]) -> Wanted:
+    """After the codes came back: the views of other members whose codes these are, and the
+    models of the member's own profiles behind codes that are not among her active ones."""
+    active = member.profiles if member else {}
+    wanted = Wanted()
+    for view in codes.values():
+        if view.member_id != member_id:
+            wanted.members.add(view.member_id)
+        elif view.profile_id not in active:
+            wanted.profiles.add(view.profile_id)
+    return wanted
+
+
+def deleted_profiles(
+    member_id: str,
+    codes: Mapping[str, CodeView],
+    models: Mapping[str, ProfileModel],
+    owners: Mapping[str, MemberView],
+) -> dict[str, ProfileSummary | None]:
+    """The profiles known to be deleted, with their summary where it was read (the member's
+    own). A shared code's profile is deleted when its owner's view, written with or after
+    the code, no longer has it among the active profiles."""
+    deleted: dict[str, ProfileSummary | None] = {
+        profile_id: model.summary for profile_id, model in models.items() if model.summary
+    }
+    for view in codes.values():
+        owner = owners.get(view.member_id)
+        if view.member_id != member_id and owner and view.profile_id not in owner.profiles:
+            deleted[view.profile_id] = None
+    return deleted
+
+
 def resolve(
     parsed: ParsedPrompt,
     member_id: str,
     member: MemberView | None,
     codes: Mapping[str, CodeView],
     foreign_profiles: Mapping[str, str],
-    deleted_profiles: frozenset[str] = frozenset(),
+    deleted: Mapping[str, ProfileSummary | None] | None = None,
     needed: Mapping[str, int] | None = None,
 ) -> ResolveResponse:
     """Resolve ``parsed`` for ``member_id``. ``codes`` holds the codes found, by code;
-    ``foreign_profiles`` maps profile IDs that exist to their owners; ``deleted_profiles``
-    names profiles (of any member) known to be deleted, for warnings."""
+    ``foreign_profiles`` maps profile IDs that exist but are not among the member's active
+    profiles to their owners; ``deleted`` names the profiles known to be deleted (see
+    :func:`deleted_profiles`), for refusals and warnings."""
+    deleted = deleted or {}
     version = prompt_version(parsed, member)
     base = ResolveResponse(
         ok=True, version=version, family=family_of(version), stylize=parsed.stylize
@@ -115,8 +159,9 @@ def resolve(
         return base.model_copy(update={"prompt": render_prompt(parsed, None), "strength": 0.0})
     try:
         entries, warnings = _entries(
-            parsed, member_id, member, version, codes, foreign_profiles, needed or {}
+            parsed, member_id, member, version, codes, foreign_profiles, deleted, needed or {}
         )
+        vector = _combine(parsed, entries, codes)
     except Refusal as refusal:
         if not parsed.personalize:
             return _without_defaults(parsed, base, refusal)
@@ -124,15 +169,14 @@ def resolve(
     warnings += [
         f"code {e.code} comes from a deleted profile; it keeps working"
         for e in entries
-        if e.profile_id in deleted_profiles or _deleted_code(codes.get(e.code), deleted_profiles)
+        if codes[e.code].profile_id in deleted
     ]
-    tokens = [e.code if e.weight == 1.0 else f"{e.code}::{_decimal(e.weight)}" for e in entries]
     return base.model_copy(
         update={
-            "prompt": render_prompt(parsed, tokens),
+            "prompt": render_prompt(parsed, [_token(e) for e in entries]),
             "strength": strength(parsed.stylize),
             "entries": entries,
-            "vector": _combine(entries, codes).tolist(),
+            "vector": vector.tolist(),
             "warnings": warnings,
         }
     )
@@ -148,13 +192,14 @@ def _without_defaults(
     return base.model_copy(update=update)
 
 
+def _token(entry: ResolvedEntry) -> str:
+    """The entry as a canonical ``--p`` value: its code, and its weight unless 1."""
+    return entry.code if entry.weight == 1.0 else f"{entry.code}::{_decimal(entry.weight)}"
+
+
 def _decimal(weight: float) -> str:
     """The weight as a plain decimal that parses back to the same float (never 1e-05)."""
     return np.format_float_positional(weight, trim="-")
-
-
-def _deleted_code(view: CodeView | None, deleted: frozenset[str]) -> bool:
-    return view is not None and view.profile_id in deleted
 
 
 def _entries(
@@ -164,6 +209,7 @@ def _entries(
     version: str,
     codes: Mapping[str, CodeView],
     foreign: Mapping[str, str],
+    deleted: Mapping[str, ProfileSummary | None],
     needed: Mapping[str, int],
 ) -> tuple[list[ResolvedEntry], list[str]]:
     family = family_of(version)
@@ -180,7 +226,7 @@ def _entries(
         return _defaults(parsed, member, version, family, needed.get(family)), []
     entries = []
     for value in parsed.p_values:
-        entries.append(_entry(value, member_id, member, version, codes, foreign))
+        entries.append(_entry(value, member_id, member, version, codes, foreign, deleted))
     return entries, []
 
 
@@ -193,11 +239,7 @@ def _defaults(
 ) -> list[ResolvedEntry]:
     token, position = _p_token(parsed)
     profiles = member.profiles if member else {}
-    selected = [
-        profiles[p]
-        for p in (member.defaults if member else [])
-        if p in profiles and not profiles[p].deleted
-    ]
+    selected = [profiles[p] for p in (member.defaults if member else []) if p in profiles]
     usable = [p for p in selected if usable_with(p.family, p.version, version)]  # type: ignore[arg-type]
     if not usable:
         found = member.global_profile(family) if member else None
@@ -220,23 +262,18 @@ def _entry(
     version: str,
     codes: Mapping[str, CodeView],
     foreign: Mapping[str, str],
+    deleted: Mapping[str, ProfileSummary | None],
 ) -> ResolvedEntry:
     own = member.profiles.get(value.value) if member else None
     if own is not None:
-        if own.deleted:
-            raise Refusal(
-                "PROFILE_DELETED",
-                f"profile {value.value!r} is deleted; its codes keep working: use one of them",
-                value.token,
-                value.position,
-            )
         return _from_profile(own, value.weight, version, "profile", value.token, value.position)
     view = codes.get(value.value)
     if view is not None:
         if not usable_with(view.family, view.version, version):  # type: ignore[arg-type]
             raise _mismatch(f"code {view.code}", view.family, view.version, version, value)
         mine = view.member_id == member_id
-        now = member.profiles.get(view.profile_id) if mine and member else None
+        active = member.profiles.get(view.profile_id) if member else None
+        now = active or deleted.get(view.profile_id)
         return ResolvedEntry(
             code=view.code,
             weight=value.weight,
@@ -246,6 +283,8 @@ def _entry(
             profile_id=view.profile_id if mine else None,
             profile_name=(now.name if now else view.profile_name) if mine else None,
         )
+    if foreign.get(value.value) == member_id:
+        raise _inactive_own_profile(value, value.value in deleted)
     if value.value in foreign:
         raise Refusal(
             "NOT_OWNER",
@@ -257,6 +296,23 @@ def _entry(
     raise Refusal(
         "UNKNOWN_CODE",
         f"no {kind} {value.value!r} exists; use a code (7 letters/digits) or one of your profile IDs",
+        value.token,
+        value.position,
+    )
+
+
+def _inactive_own_profile(value: PValue, deleted: bool) -> Refusal:
+    if deleted:
+        return Refusal(
+            "PROFILE_DELETED",
+            f"profile {value.value!r} is deleted; its codes keep working: use one of them",
+            value.token,
+            value.position,
+        )
+    # Her view was read just before the profile's creation was projected: it is brand new.
+    return Refusal(
+        "PROFILE_LOCKED",
+        f"your profile {value.value!r} was just created: pick images for it to unlock it",
         value.token,
         value.position,
     )
@@ -310,14 +366,29 @@ def _mismatch(what: str, family: str, made_for: str, version: str, value: PValue
     )
 
 
-def _combine(entries: list[ResolvedEntry], codes: Mapping[str, CodeView]) -> np.ndarray:
-    total: np.ndarray | None = None
-    for entry in entries:
-        vector = decode_vector(codes[entry.code].vector) * entry.weight
-        total = vector if total is None else total + vector
-    assert total is not None
-    norm = float(np.linalg.norm(total))
-    return total / norm if norm > 0 else total
+def _combine(
+    parsed: ParsedPrompt, entries: list[ResolvedEntry], codes: Mapping[str, CodeView]
+) -> np.ndarray:
+    """The unit vector of the weighted sum of the entries' code vectors.
+
+    A sum whose length is lost in rounding next to the lengths that went into it (opposite
+    codes with equal weights) has no direction worth applying: that is refused, never
+    answered with a zero or noise vector.
+    """
+    vectors = [decode_vector(codes[entry.code].vector) * entry.weight for entry in entries]
+    total = np.sum(vectors, axis=0)
+    size = sum(scaled_norm(v) for v in vectors)
+    if not scaled_norm(total) > CANCELLED * size:
+        token, position = _p_token(parsed)
+        values = " ".join(_token(e) for e in entries)
+        raise Refusal(
+            "INVALID_PARAMETER",
+            f"the --p values '{values}' cancel out: their weighted sum has no direction;"
+            " change a weight or leave a value out",
+            token,
+            position,
+        )
+    return unit(total)
 
 
 def _p_token(parsed: ParsedPrompt) -> tuple[str, int]:

@@ -1,7 +1,18 @@
 """Read models: what profile-projector writes and prompt-resolver reads.
 
 All of them are disposable and rebuilt from the log; their JSON is canonical (sorted keys,
-no spaces) so that a replay is comparable byte for byte with the live models.
+no spaces) so that a replay is comparable byte for byte with the live models, and each
+carries the log ``position`` it reflects. Under ``pz:{pN}:rm:<generation>:``:
+
+* ``member:<member>`` :class:`MemberView`, read on every event and every resolve of the
+  member: settings, defaults and *active* profiles only, so its size is bounded by the
+  profile limit, never by how many profiles were deleted or codes minted.
+* ``profile:<id>`` :class:`ProfileModel`: a profile's learner state; once the profile is
+  deleted, its summary then (and no learner state: it takes no more data).
+* ``code:<code>`` :class:`CodeView`: an immutable code.
+* ``codes:<member>|<n>`` :class:`MemberCode`: the member's n-th code (0 = first), and
+  ``deleted:<member>|<n>`` :class:`MemberDeletion`: the n-th profile they deleted. Append
+  only, written once; read only by the profiles listing (``|`` never occurs in a member ID).
 """
 
 from __future__ import annotations
@@ -63,14 +74,16 @@ class ProfileSummary(View):
 
 
 class MemberView(View):
-    """One member: settings, profiles, and codes newest first."""
+    """One member: settings, defaults, active profiles, and how many codes they minted and
+    profiles they deleted (the ``codes:`` and ``deleted:`` entries, numbered from 0)."""
 
     member_id: str
     default_version: str = DEFAULT_VERSION
     personalization: bool = False
     defaults: list[str] = []
-    profiles: dict[str, ProfileSummary] = {}
-    codes: list[str] = []
+    profiles: dict[str, ProfileSummary] = Field(default={}, description="active profiles only")
+    codes_minted: int = 0
+    profiles_deleted: int = 0
     position: str = "0-0"
 
     def global_profile(self, family: str) -> ProfileSummary | None:
@@ -81,13 +94,33 @@ class MemberView(View):
 
 
 class ProfileModel(View):
-    """A profile's learner state (base64), kept apart from the summary the resolver reads."""
+    """A profile's learner state (base64), kept apart from the summary the resolver reads;
+    once deleted, the summary it had then (``deleted`` set) instead of a learner state."""
 
     profile_id: str
     member_id: str
     state: str = ""
     position: str = "0-0"
     prior: str = Field(default="", description="model_id of the prior it learns with ('' = none)")
+    summary: ProfileSummary | None = Field(default=None, description="only once deleted")
+
+
+class MemberCode(View):
+    """The ``index``-th code a member minted (0 = the first): the listing's order."""
+
+    member_id: str
+    index: int
+    code: str
+    position: str
+
+
+class MemberDeletion(View):
+    """The ``index``-th profile a member deleted; its summary is on its ``ProfileModel``."""
+
+    member_id: str
+    index: int
+    profile_id: str
+    position: str
 
 
 class PriorView(View):

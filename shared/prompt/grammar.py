@@ -15,8 +15,11 @@ A prompt is free text followed by parameters::
   a rendered prompt parses back to the same text). The text is otherwise never altered.
 * ``--p`` / ``--personalize`` / ``--profile`` take zero or more whitespace-separated values;
   each is a code (7 lowercase letters or digits) or a profile ID (1 to 64 of ``A-Za-z0-9_-``),
-  optionally followed by ``::weight`` (a positive finite decimal, default 1). Repeated flags add
-  values; a flag without values means "use the member's defaults".
+  optionally followed by ``::weight``: a plain decimal (digits, an optional point) from
+  ``WEIGHT_MIN`` (0.001) to ``WEIGHT_MAX`` (1000), default 1. The bounds keep every weighted
+  sum of unit vectors far from float underflow and overflow, and a ratio of up to 10^6
+  between two weights is more than any taste mix needs. Repeated flags add values; a flag
+  without values means "use the member's defaults".
 * ``--s`` / ``--stylize``: an integer from 0 to 1000 (default 100).
   ``--v`` / ``--version``: a model version such as ``6``, ``6.1`` or ``7`` (default None).
   Giving either twice with different values is an error.
@@ -47,6 +50,9 @@ STYLIZE_MIN = 0
 STYLIZE_MAX = 1000
 STYLIZE_DEFAULT = 100
 
+WEIGHT_MIN = 0.001
+WEIGHT_MAX = 1000.0
+
 P_NAMES = frozenset({"p", "personalize", "profile"})
 S_NAMES = frozenset({"s", "stylize"})
 V_NAMES = frozenset({"v", "version"})
@@ -65,7 +71,9 @@ _P_VALUE_RULE = (
     "a code (7 lowercase letters or digits) or a profile ID (1 to 64 letters, digits, '_' or '-'),"
     " optionally followed by ::weight"
 )
-_WEIGHT_RULE = "a positive finite decimal number such as ::2, ::0.5 or ::1.25"
+_WEIGHT_RULE = (
+    f"a decimal number from {WEIGHT_MIN:g} to {WEIGHT_MAX:g}, such as ::2, ::0.5 or ::1.25"
+)
 
 
 class PromptError(Exception):
@@ -332,7 +340,7 @@ def _check_p_id(value: str, token: str, position: int) -> None:
 
 def _weight(text: str, token: str, position: int) -> float:
     weight = float(text) if _WEIGHT.fullmatch(text) else math.nan
-    if math.isfinite(weight) and weight > 0:
+    if WEIGHT_MIN <= weight <= WEIGHT_MAX:
         return weight
     raise PromptError(
         INVALID_PARAMETER,

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from shared.taste.prior import TastePrior
+from shared.taste.vectors import unit
 
 _MAGIC = b"TSTL"
 _VERSION = 1
@@ -140,12 +141,12 @@ class TasteLearner:
         return self._prior.mean + self._a @ self._basis + self._z
 
     def vector(self) -> np.ndarray:
-        """Unit-norm taste direction (the zero vector only if nothing at all is known)."""
-        w = self.mean()
-        norm = float(np.linalg.norm(w))
-        if norm == 0.0 or not np.isfinite(norm):
+        """Unit-norm taste direction (the zero vector if nothing is known or the mean is not
+        finite); scaled, so a mean of tiny or huge components keeps its direction."""
+        try:
+            return unit(self.mean())
+        except ValueError:
             return np.zeros(self._prior.dim)
-        return w / norm
 
     def uncertainty(self) -> float:
         """Mean posterior variance per embedding dimension (trace / d)."""

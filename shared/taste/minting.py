@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from shared.taste.vectors import unit
+
 #: Mint when the taste direction moved by at least this cosine distance since the last code.
 DEFAULT_MIN_DISTANCE = 0.05
 #: ... or when this many new signals arrived (steady refinement still gets a code).
@@ -17,13 +19,13 @@ DEFAULT_MIN_SIGNALS = 3
 
 
 def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """1 - cos(a, b); 1.0 if either vector is zero."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1)
-    b = np.asarray(b, dtype=np.float64).reshape(-1)
-    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
-    if na == 0.0 or nb == 0.0:
+    """1 - cos(a, b), exact for tiny and huge components alike; 1.0 if either vector is zero
+    or not finite (no direction to compare)."""
+    try:
+        cos = unit(np.reshape(a, -1)) @ unit(np.reshape(b, -1))
+    except ValueError:
         return 1.0
-    return float(1.0 - np.clip(a @ b / (na * nb), -1.0, 1.0))
+    return float(1.0 - np.clip(cos, -1.0, 1.0))
 
 
 def should_mint(

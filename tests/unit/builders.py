@@ -180,7 +180,6 @@ def member_view(
     defaults: Iterable[str] = (),
     personalization: bool = False,
     default_version: str = "7",
-    codes: Iterable[str] = (),
 ) -> MemberView:
     return MemberView(
         member_id=member_id,
@@ -188,7 +187,6 @@ def member_view(
         personalization=personalization,
         defaults=list(defaults),
         profiles={p.profile_id: p for p in profiles},
-        codes=list(codes),
     )
 
 

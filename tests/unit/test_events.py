@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from shared.domain import events as ev
+from shared.domain.events import FieldError, Inbound, request_digest
 from tests.unit.builders import T0, logged
 
 
@@ -87,9 +88,45 @@ def test_contract_bad_member_id_is_named(member_id: str) -> None:
     assert invalid_inbound(inbound(member_id=member_id))["loc"] == ("member_id",)
 
 
-@pytest.mark.parametrize("key", ["", "has space", "k" * 201])
+@pytest.mark.parametrize("key", ["", "tab\tkey", "new\nline", "é", "k" * 201])
 def test_contract_bad_idempotency_key_is_named(key: str) -> None:
     assert invalid_inbound(inbound(idempotency_key=key))["loc"] == ("idempotency_key",)
+
+
+@pytest.mark.parametrize("key", ["has space", " ", "~!|{}", "k" * 200])
+def test_contract_idempotency_key_is_any_printable_ascii_as_documented(key: str) -> None:
+    assert Inbound.model_validate(inbound(idempotency_key=key)).idempotency_key == key
+
+
+@pytest.mark.parametrize(
+    ("type_", "payload", "derived"),
+    [
+        ("ImagePicked", {"grid_id": "g", "image_id": "i", "candidates": ["i"]}, "candidates"),
+        ("ImagePicked", {"grid_id": "g", "image_id": "i", "profile_id": "p1"}, "profile_id"),
+        ("ImageLiked", {"image_id": "i", "profile_id": "p1"}, "profile_id"),
+        ("ProfileCreated", {"name": "n", "is_global": True}, "is_global"),
+        ("ProfileCreated", {"name": "n", "family": "v6"}, "family"),
+        ("PairRanked", {"winner_image_id": "a", "loser_image_id": "b", "profile_id": "p"}, "profile_id"),
+    ],
+)  # fmt: skip
+def test_contract_fields_ingest_derives_are_refused_from_publishers(
+    type_: str, payload: dict[str, Any], derived: str
+) -> None:
+    message = Inbound.model_validate(inbound(type=type_, payload=payload))
+    with pytest.raises(FieldError) as caught:
+        message.typed_payload()
+    assert caught.value.field == f"payload.{derived}"
+    assert "set by ingest" in str(caught.value)
+
+
+def test_request_digest_ignores_formatting_and_sees_every_payload_change() -> None:
+    one = Inbound.model_validate(inbound(payload={"image_id": "r1"}))
+    same = Inbound.model_validate_json('{"type":"ImageLiked","idempotency_key":"x",'
+                                       '"member_id":"bob","payload":{ "image_id" : "r1" }}')  # fmt: skip
+    other = Inbound.model_validate(inbound(payload={"image_id": "r2"}))
+    digest = request_digest(one.type, one.typed_payload())
+    assert digest == request_digest(same.type, same.typed_payload())
+    assert digest != request_digest(other.type, other.typed_payload())
 
 
 def test_contract_schema_version_below_one_is_named() -> None:

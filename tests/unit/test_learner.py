@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from shared.taste.learner import TasteLearner
-from shared.taste.minting import should_mint
+from shared.taste.minting import cosine_distance, should_mint
 from shared.taste.prior import TastePrior, estimate_prior
 from shared.taste.simulation import WorldConfig, make_world
 
@@ -231,6 +231,33 @@ def test_should_mint_rule() -> None:
     assert should_mint(v, np.array([0.0, 1.0]), 3)
     assert not should_mint(v, np.array([1.0, 0.01]), 10)
     assert should_mint(v, np.array([1.0, 0.01]), 25)
+
+
+@pytest.mark.parametrize("scale", [1e-170, 1e-300, 1e150, 1e300])
+def test_vector_keeps_the_direction_of_a_tiny_or_huge_mean(scale: float) -> None:
+    prior = TastePrior(
+        mean=np.array([3.0, 4.0, 0.0, 0.0]) * scale,
+        basis=np.zeros((0, 4)),
+        variances=np.zeros(0),
+        residual_variance=1.0,
+    )
+    assert np.allclose(TasteLearner(prior).vector(), [0.6, 0.8, 0.0, 0.0])
+
+
+def test_vector_of_a_zero_mean_is_zero() -> None:
+    assert not TasteLearner(TastePrior.uninformed(4)).vector().any()
+
+
+@pytest.mark.parametrize("scale", [1e-170, 1e-320, 1e160, 1e300])
+def test_cosine_distance_is_exact_at_any_scale(scale: float) -> None:
+    a, b = np.array([1.0, 0.0, 0.0]), np.array([1.0, 1.0, 0.0])
+    assert cosine_distance(a * scale, b * scale) == pytest.approx(1 - 1 / np.sqrt(2.0))
+    assert cosine_distance(a * scale, a) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("other", [np.zeros(3), np.array([np.inf, 0.0, 0.0])])
+def test_cosine_distance_without_a_direction_is_one(other: np.ndarray) -> None:
+    assert cosine_distance(np.array([1.0, 0.0, 0.0]), other) == 1.0
 
 
 _REPLAY_SCRIPT = """

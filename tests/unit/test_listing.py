@@ -5,11 +5,27 @@ from __future__ import annotations
 import pytest
 
 from shared.domain import events as ev
-from shared.domain.listing import ListRequest, listing
-from shared.domain.views import CodeView, MemberView
+from shared.domain.listing import Listing, ListRequest, listing
+from shared.domain.projection import Projection
+from shared.domain.views import MemberView
 from tests.unit.builders import Journal, member_view, minted, project, summary
 
-History = tuple[MemberView, dict[str, CodeView]]
+
+class History:
+    """What the resolver reads for a listing, from one projection: the member view, her code
+    entries (newest first) and the summaries deleted profiles keep on their models."""
+
+    def __init__(self, projection: Projection, member_id: str = "alice") -> None:
+        self.member_id = member_id
+        self.member: MemberView = projection.members[member_id]
+        entries = sorted(projection.minted, key=lambda e: e.index, reverse=True)
+        self.codes = [projection.codes[e.code] for e in entries]
+        self.deleted = {
+            pid: m.summary for pid, m in projection.profiles.items() if m.summary is not None
+        }
+
+    def listed(self, include_deleted: bool) -> Listing:
+        return listing(self.member_id, self.member, self.codes, self.deleted, include_deleted)
 
 
 @pytest.fixture
@@ -23,13 +39,11 @@ def history() -> History:
     alice.append(minted("brite02", "prof2", "Bright"))
     alice.append(minted("globa03", "prof1", "Global V7 Profile"))
     alice.send(ev.ProfileDeleted(profile_id="prof2"))
-    projection = project(alice.log)
-    return projection.members["alice"], projection.codes
+    return History(project(alice.log))
 
 
 def test_rule7_codes_are_listed_newest_first(history: History) -> None:
-    member, codes = history
-    listed = listing("alice", member, codes, include_deleted=False).codes
+    listed = history.listed(include_deleted=False).codes
     assert [c.code for c in listed] == ["globa03", "brite02", "moody01"]
     assert [c.minted_at for c in listed] == sorted((c.minted_at for c in listed), reverse=True)
 
@@ -37,8 +51,7 @@ def test_rule7_codes_are_listed_newest_first(history: History) -> None:
 def test_rule7_code_listing_shows_the_profile_name_then_and_now(
     history: History,
 ) -> None:
-    member, codes = history
-    by_code = {c.code: c for c in listing("alice", member, codes, include_deleted=False).codes}
+    by_code = {c.code: c for c in history.listed(include_deleted=False).codes}
     assert (by_code["moody01"].profile_name_then, by_code["moody01"].profile_name_now) == (
         "Moody",
         "Bright",
@@ -49,24 +62,21 @@ def test_rule7_code_listing_shows_the_profile_name_then_and_now(
 def test_rule6_codes_of_a_deleted_profile_stay_listed_and_say_so(
     history: History,
 ) -> None:
-    member, codes = history
-    deleted = {c.code: c.profile_deleted for c in listing("alice", member, codes, False).codes}
+    deleted = {c.code: c.profile_deleted for c in history.listed(False).codes}
     assert deleted == {"globa03": False, "brite02": True, "moody01": True}
 
 
 def test_rule6_deleted_profiles_are_hidden_unless_asked_for(
     history: History,
 ) -> None:
-    member, codes = history
-    shown = listing("alice", member, codes, include_deleted=False).profiles
-    everything = listing("alice", member, codes, include_deleted=True).profiles
+    shown = history.listed(include_deleted=False).profiles
+    everything = history.listed(include_deleted=True).profiles
     assert [p.profile_id for p in shown] == ["prof1"]
     assert [(p.profile_id, p.deleted) for p in everything] == [("prof1", False), ("prof2", True)]
 
 
 def test_rule7_profile_listing_shows_the_latest_code(history: History) -> None:
-    member, codes = history
-    [global_v7] = listing("alice", member, codes, include_deleted=False).profiles
+    [global_v7] = history.listed(include_deleted=False).profiles
     assert (global_v7.name, global_v7.latest_code, global_v7.is_global) == (
         "Global V7 Profile",
         "globa03",
@@ -82,7 +92,7 @@ def test_rule2_progress_is_picks_over_needed_capped_at_one(
     picks: int, needed: int, progress: float, unlocked: bool
 ) -> None:
     member = member_view("carol", summary("gc", is_global=True, picks=picks, needed=needed))
-    [profile] = listing("carol", member, {}, include_deleted=False).profiles
+    [profile] = listing("carol", member, [], {}, include_deleted=False).profiles
     assert (profile.picks, profile.needed) == (picks, needed)
     assert (profile.progress, profile.unlocked) == (pytest.approx(progress), unlocked)
 
@@ -95,7 +105,7 @@ def test_global_profiles_come_first_then_profiles_by_creation() -> None:
         summary("early", created=2),
         summary("gv7", is_global=True, created=1),
     )
-    listed = listing("carol", member, {}, include_deleted=False).profiles
+    listed = listing("carol", member, [], {}, include_deleted=False).profiles
     assert [p.profile_id for p in listed] == ["gv7", "gv6", "early", "late"]
 
 
@@ -107,7 +117,7 @@ def test_listing_carries_the_members_settings() -> None:
         personalization=True,
         default_version="8.1",
     )
-    listed = listing("carol", member, {}, include_deleted=False)
+    listed = listing("carol", member, [], {}, include_deleted=False)
     assert (listed.default_version, listed.personalization, listed.defaults) == (
         "8.1",
         True,
@@ -116,7 +126,7 @@ def test_listing_carries_the_members_settings() -> None:
 
 
 def test_unknown_member_has_an_empty_listing_with_default_settings() -> None:
-    listed = listing("nobody", None, {}, include_deleted=True)
+    listed = listing("nobody", None, [], {}, include_deleted=True)
     assert (listed.member_id, listed.profiles, listed.codes) == ("nobody", [], [])
     assert (listed.default_version, listed.personalization, listed.defaults) == ("7", False, [])
 

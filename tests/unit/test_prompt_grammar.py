@@ -21,6 +21,7 @@ from shared.prompt import (
     render_prompt,
     strength,
 )
+from shared.prompt.grammar import WEIGHT_MAX, WEIGHT_MIN
 
 DASHES = ("--", "\u2014", "\u2013")
 P_ALIASES = ("p", "personalize", "profile")
@@ -256,8 +257,8 @@ def test_codes_and_profile_ids(value: str, is_code: bool) -> None:
         ("é1234567", "a code (7 lowercase letters or digits) or a profile ID"),
         ("::2", "the value before '::' is missing"),
         ("p" * 65, "a profile ID is at most 64 characters, got 65"),
-        ("abc::0", "must be a positive finite decimal number"),
-        ("abc::0.0", "must be a positive finite decimal number"),
+        ("abc::0", "must be a decimal number from 0.001 to 1000"),
+        ("abc::0.0", "must be a decimal number from 0.001 to 1000"),
         ("abc::-1", "got '::-1'"),
         ("abc::", "got '::'"),
         ("abc::x", "got '::x'"),
@@ -265,7 +266,7 @@ def test_codes_and_profile_ids(value: str, is_code: bool) -> None:
         ("abc::nan", "got '::nan'"),
         ("abc::1e3", "got '::1e3'"),
         ("abc::1::2", "got '::1::2'"),
-        ("abc::" + "9" * 400, "must be a positive finite decimal number"),
+        ("abc::" + "9" * 400, "must be a decimal number from 0.001 to 1000"),
         ("abc::٣", "got '::٣'"),
         ("—", "is not valid"),
     ],
@@ -759,3 +760,48 @@ def test_strength_is_monotonic(a: int, b: int) -> None:
     assume(a != b)
     low, high = sorted((a, b))
     assert 0.0 == strength(0) <= strength(low) < strength(high) <= MAX_STRENGTH
+
+
+# ---------------------------------------------------------------- --p weights: bounded
+
+
+@pytest.mark.parametrize(
+    "weight", ["1" + "0" * 200, "0." + "0" * 320 + "1", "1" * 400, "0.0009", "1000.5", "0"]
+)
+def test_weights_outside_the_range_are_refused_with_the_range(weight: str) -> None:
+    token = f"abc1234::{weight}"
+    error = invalid(f"cat --p {token}")
+    assert (error.code, error.token, error.position) == (INVALID_PARAMETER, token, 8)
+    assert "must be a decimal number from 0.001 to 1000" in error.message
+
+
+@pytest.mark.parametrize(
+    ("weight", "value"), [("0.001", 0.001), ("1000", 1000.0), ("1000.000", 1000.0), (".001", 0.001)]
+)
+def test_weights_at_the_bounds_are_accepted(weight: str, value: float) -> None:
+    (parsed,) = parse_prompt(f"cat --p abc1234::{weight}").p_values
+    assert parsed.weight == value
+
+
+weight_texts = st.one_of(
+    st.builds(
+        lambda whole, point, fraction: whole + point + fraction,
+        st.text("0123456789", min_size=1, max_size=300),
+        st.sampled_from(["", "."]),
+        st.text("0123456789", max_size=400),
+    ).filter(lambda text: "." in text or not text.endswith(".")),
+    st.floats(min_value=1e-6, max_value=1e6).map(lambda f: f"{f:.12f}"),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(weight_texts)
+def test_a_weight_parses_exactly_when_it_lies_between_the_bounds(text: str) -> None:
+    prompt = f"cat --p abc1234::{text} --s 5"
+    if WEIGHT_MIN <= float(text) <= WEIGHT_MAX:
+        (value,) = parse_prompt(prompt).p_values
+        assert value.weight == float(text)
+    else:
+        error = invalid(prompt)
+        assert (error.code, error.position) == (INVALID_PARAMETER, 8)
+        assert "from 0.001 to 1000" in error.message

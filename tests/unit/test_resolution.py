@@ -1,17 +1,27 @@
 """Rules 8-10: resolving ``--p`` into codes, one taste vector and a strength, or a clear error.
 
-Each test goes through both steps the adapter takes: :func:`lookups` says what to fetch, only
-that is fetched from a small store, and :func:`resolve` decides with what came back.
+Each test goes through the steps the adapter takes: :func:`lookups` says what to fetch, only
+that is fetched from a small store of read models, :func:`followups` what else tells whether
+those codes' profiles were deleted, and :func:`resolve` decides with what came back.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from shared.domain.resolution import ResolveResponse, lookups, resolve
-from shared.domain.views import MemberView
+from shared.domain.resolution import (
+    ResolveResponse,
+    deleted_profiles,
+    followups,
+    lookups,
+    resolve,
+)
+from shared.domain.views import CodeView, MemberView, ProfileModel
 from shared.prompt import parse_prompt, strength
+from shared.prompt.grammar import WEIGHT_MAX, WEIGHT_MIN
 from tests.unit.builders import code_view, member_view, summary, unit
 
 NEEDED = {"v6": 3, "v7": 3}
@@ -23,8 +33,8 @@ ALICE = member_view(
     summary("gv6", family="v6", version="6.1", is_global=True, latest_code="aaaaaa6"),
     summary("moody", name="Moody", latest_code="mmmmmm1"),
     summary("eight", version="8", latest_code="eeeeee8"),
-    summary("gone", deleted=True, latest_code="ggggggg"),
 )
+BOB = member_view("bob", summary("pbob", is_global=True, latest_code="bbbbbbb"))
 STORE = {
     view.code: view
     for view in (
@@ -32,23 +42,41 @@ STORE = {
         code_view("aaaaaa6", profile_id="gv6", vector=E2, family="v6", version="6.1"),
         code_view("mmmmmm1", profile_id="moody", profile_name="Moody", vector=E3),
         code_view("eeeeee8", profile_id="eight", vector=E4, version="8"),
-        code_view("ggggggg", profile_id="gone", vector=unit(1, 1, 0, 0)),
+        code_view("ggggggg", profile_id="gone", profile_name="Old", vector=unit(1, 1, 0, 0)),
         code_view("bbbbbbb", profile_id="pbob", member_id="bob", vector=unit(0, 0, 1, 1)),
+        code_view("bgone01", profile_id="pbob2", member_id="bob", vector=unit(0, 1, 1, 0)),
     )
 }
-OWNERS = {"pbob": "bob"}
+MODELS = {
+    "pbob": ProfileModel(profile_id="pbob", member_id="bob"),
+    "gone": ProfileModel(
+        profile_id="gone",
+        member_id="alice",
+        summary=summary("gone", name="Gone", deleted=True, latest_code="ggggggg"),
+    ),
+    "pbob2": ProfileModel(
+        profile_id="pbob2", member_id="bob", summary=summary("pbob2", deleted=True)
+    ),
+}
+VIEWS = {"alice": ALICE, "bob": BOB}
 
 
 def run(
-    prompt: str, member: MemberView | None = ALICE, member_id: str = "alice"
+    prompt: str,
+    member: MemberView | None = ALICE,
+    member_id: str = "alice",
+    store: dict[str, CodeView] = STORE,
 ) -> ResolveResponse:
     parsed = parse_prompt(prompt)
     wanted = lookups(parsed, member)
-    codes = {c: STORE[c] for c in wanted.codes if c in STORE}
-    owners = {p: OWNERS[p] for p in wanted.profiles if p in OWNERS}
-    own = member.profiles.values() if member else ()
-    deleted = frozenset(p.profile_id for p in own if p.deleted)
-    return resolve(parsed, member_id, member, codes, owners, deleted, NEEDED)
+    codes = {c: store[c] for c in wanted.codes if c in store}
+    models = {p: MODELS[p] for p in wanted.profiles if p in MODELS}
+    more = followups(member_id, member, codes)
+    owners = {m: VIEWS[m] for m in more.members if m in VIEWS}
+    models |= {p: MODELS[p] for p in more.profiles if p in MODELS}
+    foreign = {p: model.member_id for p, model in models.items()}
+    deleted = deleted_profiles(member_id, codes, models, owners)
+    return resolve(parsed, member_id, member, codes, foreign, deleted, NEEDED)
 
 
 def vector_of(response: ResolveResponse) -> np.ndarray:
@@ -220,6 +248,36 @@ def test_rule6_deleted_own_profile_id_is_refused_but_its_codes_keep_working() ->
     response = run("a cat --p ggggggg")
     assert codes_of(response) == ["ggggggg"]
     assert response.warnings == ["code ggggggg comes from a deleted profile; it keeps working"]
+    assert response.entries[0].profile_name == "Gone", "the name it had when it was deleted"
+
+
+def test_rule6_a_shared_code_of_a_deleted_profile_keeps_working_with_a_warning() -> None:
+    response = run("a cat --p bgone01 bbbbbbb")
+    assert codes_of(response) == ["bgone01", "bbbbbbb"]
+    assert response.warnings == ["code bgone01 comes from a deleted profile; it keeps working"]
+    assert [e.profile_name for e in response.entries] == [None, None]
+
+
+def test_followups_ask_for_other_owners_views_and_own_inactive_profiles() -> None:
+    codes = {c: STORE[c] for c in ("aaaaaa7", "ggggggg", "bbbbbbb", "bgone01")}
+    wanted = followups("alice", ALICE, codes)
+    assert (wanted.codes, wanted.profiles, wanted.members) == (set(), {"gone"}, {"bob"})
+    assert followups("alice", ALICE, {"aaaaaa7": STORE["aaaaaa7"]}) == type(wanted)()
+
+
+def test_a_shared_codes_profile_is_deleted_when_its_owner_no_longer_has_it() -> None:
+    codes = {c: STORE[c] for c in ("bbbbbbb", "bgone01")}
+    assert deleted_profiles("alice", codes, {}, {"bob": BOB}) == {"pbob2": None}
+    assert deleted_profiles("alice", codes, {}, {}) == {}, "without the owner's view: unknown"
+
+
+def test_own_profile_created_after_her_view_was_read_is_not_called_deleted() -> None:
+    fresh = {"pnew": ProfileModel(profile_id="pnew", member_id="alice")}
+    parsed = parse_prompt("a cat --p pnew")
+    response = resolve(parsed, "alice", ALICE, {}, {"pnew": "alice"}, {}, NEEDED)
+    assert response.error is not None and response.error.code == "PROFILE_LOCKED"
+    assert "just created" in response.error.message
+    assert deleted_profiles("alice", {}, fresh, {}) == {}
 
 
 def test_rule8_profile_ids_are_rewritten_to_codes_and_other_parameters_kept() -> None:
@@ -229,16 +287,16 @@ def test_rule8_profile_ids_are_rewritten_to_codes_and_other_parameters_kept() ->
     assert codes_of(run(response.prompt)) == ["mmmmmm1", "aaaaaa6", "bbbbbbb"]
 
 
-def test_lookups_fetch_latest_codes_of_own_profiles_and_foreign_values_by_shape() -> None:
+def test_lookups_fetch_latest_codes_of_own_profiles_and_other_values_by_shape() -> None:
     wanted = lookups(parse_prompt("a cat --p moody bbbbbbb pbob gone"), ALICE)
-    assert wanted.codes == {"mmmmmm1", "bbbbbbb", "ggggggg"}
-    assert wanted.profiles == {"pbob"}
+    assert wanted.codes == {"mmmmmm1", "bbbbbbb"}
+    assert wanted.profiles == {"pbob", "gone"}, "a deleted profile is not in her view"
 
 
 def test_lookups_for_bare_p_fetch_every_latest_code() -> None:
     member = with_changes(profiles={**ALICE.profiles, "new": summary("new", picks=0)})
     wanted = lookups(parse_prompt("a cat --p"), member)
-    assert wanted.codes == {"aaaaaa7", "aaaaaa6", "mmmmmm1", "eeeeee8", "ggggggg"}
+    assert wanted.codes == {"aaaaaa7", "aaaaaa6", "mmmmmm1", "eeeeee8"}
     assert wanted.profiles == set()
 
 
@@ -247,7 +305,7 @@ def test_lookups_for_an_unknown_member_fetch_only_what_the_prompt_names() -> Non
     assert (wanted.codes, wanted.profiles) == ({"bbbbbbb"}, {"pbob"})
 
 
-@pytest.mark.parametrize("weight", ["0.00001", "1000000"])
+@pytest.mark.parametrize("weight", ["0.001", "1000", "0.0123"])
 def test_rule8_extreme_weights_are_rewritten_as_plain_decimals(weight: str) -> None:
     response = run(f"a cat --p aaaaaa7 mmmmmm1::{weight}")
     assert response.prompt == f"a cat --p aaaaaa7 mmmmmm1::{weight}"
@@ -292,3 +350,74 @@ def test_an_unlocked_profile_whose_first_code_is_still_being_minted_says_so() ->
     response = run("a cat --p", fresh, member_id="fay")
     assert response.error is not None and response.error.code == "CODE_PENDING"
     assert "try again in a moment" in response.error.message
+
+
+OPPOSITE = {
+    "uuuuuu1": code_view("uuuuuu1", profile_id="pbob", member_id="bob", vector=unit(1, 2, 0, 0)),
+    "uuuuuu2": code_view("uuuuuu2", profile_id="pbob", member_id="bob", vector=unit(-1, -2, 0, 0)),
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(sorted({*STORE, *OPPOSITE})),
+            st.floats(min_value=WEIGHT_MIN, max_value=WEIGHT_MAX),
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
+def test_rule8_any_weights_in_range_give_a_unit_vector_or_say_they_cancel(
+    values: list[tuple[str, float]],
+) -> None:
+    prompt = "a cat --v 8 --p " + " ".join(
+        f"{c}::{np.format_float_positional(w)}" for c, w in values
+    )
+    response = resolve(parse_prompt(prompt), "alice", ALICE, {**STORE, **OPPOSITE}, {})
+    if response.ok:
+        vector = vector_of(response)
+        assert np.isfinite(vector).all()
+        assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-12)
+    else:
+        assert response.error is not None
+        assert response.error.code == "INVALID_PARAMETER"
+        assert "cancel out" in response.error.message
+
+
+def test_rule8_the_smallest_and_largest_weights_still_give_a_unit_vector() -> None:
+    response = run("a cat --p aaaaaa7::0.001 mmmmmm1::1000")
+    assert np.linalg.norm(vector_of(response)) == pytest.approx(1.0)
+    assert np.allclose(vector_of(response), unit(1e-6, 0, 1, 0))
+
+
+@pytest.mark.parametrize(
+    "values", ["uuuuuu1 uuuuuu2", "uuuuuu1::2.5 uuuuuu2::2.5", "uuuuuu1::0.3 uuuuuu2::.3"]
+)
+def test_rule9_codes_whose_weights_cancel_out_are_refused(values: str) -> None:
+    parsed = parse_prompt(f"a cat --p {values}")
+    response = resolve(parsed, "alice", ALICE, OPPOSITE, {}, needed=NEEDED)
+    assert not response.ok and response.error is not None and response.vector is None
+    assert response.error.code == "INVALID_PARAMETER"
+    assert "cancel out" in response.error.message and values.split()[0] in response.error.message
+    assert (response.error.token, response.error.position) == ("--p", 6)
+
+
+def test_rule9_codes_that_nearly_cancel_still_have_a_direction() -> None:
+    parsed = parse_prompt("a cat --p uuuuuu1::1.001 uuuuuu2")
+    response = resolve(parsed, "alice", ALICE, OPPOSITE, {}, needed=NEEDED)
+    assert np.allclose(vector_of(response), unit(1, 2, 0, 0))
+
+
+def test_switched_on_defaults_that_cancel_out_leave_the_prompt_unpersonalized() -> None:
+    member = member_view(
+        "bob",
+        summary("pbob", is_global=True, latest_code="uuuuuu1"),
+        summary("pbob2", latest_code="uuuuuu2"),
+        defaults=["pbob", "pbob2"],
+        personalization=True,
+    )
+    response = resolve(parse_prompt("a cat"), "bob", member, OPPOSITE, {}, needed=NEEDED)
+    assert response.ok and response.vector is None and response.strength == 0.0
+    assert "cancel out" in response.warnings[0]
