@@ -268,6 +268,17 @@ async def _write_continuously(client: Client, stop: asyncio.Event) -> int:
     return sent
 
 
+async def _moved_on(client: Client, settings: Settings, live: int, rebuilt: int) -> bool:
+    """Whether the live projector has written a member the rebuilt generation lacks."""
+    for partition in all_partitions(settings.partitions):
+        live_keys, rebuilt_keys = partition.read_model(live), partition.read_model(rebuilt)
+        async for key in client.redis.scan_iter(match=f"{live_keys.base}:member:*"):
+            member = key.decode().rsplit(":member:", 1)[1]
+            if not await client.redis.exists(rebuilt_keys.member(member)):
+                return True
+    return False
+
+
 async def test_a_replay_under_live_traffic_verifies_and_switches(
     system: Client, settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -277,12 +288,20 @@ async def test_a_replay_under_live_traffic_verifies_and_switches(
     try:
         await asyncio.sleep(2)
         live = await read_generation(system.redis)
-        capsys.readouterr()
+        rebuilt = await asyncio.wait_for(rebuild_generation(system.redis, settings), 60)
+        await eventually(lambda: _moved_on(system, settings, live, rebuilt.generation), bool)
+        result = await verify(system.redis, settings, live, rebuilt.generation)
+        assert result.ok, result.differences[:10]
+        assert result.compared > 20 and result.skipped > 0, "new members have moved on"
+        assert await switch(system.redis, rebuilt.generation) == live
+        await asyncio.sleep(1.5)  # the live projector goes on, in the new generation
+
+        capsys.readouterr()  # and once more through the command line, still under traffic
         status = await asyncio.wait_for(command(["rebuild", "--verify", "--switch"], settings), 60)
         out = capsys.readouterr().out
         assert status == 0, out
         assert ", 0 different" in out and "switched: generation" in out, out
-        assert await read_generation(system.redis) != live
+        assert await read_generation(system.redis) not in (live, rebuilt.generation)
         await asyncio.sleep(1)
     finally:
         stop.set()
