@@ -2,12 +2,17 @@
 
     python -m services.redrive list [--code CODE]
     python -m services.redrive redrive [--code CODE] [--id ENTRY_ID ...]
+    python -m services.redrive export FILE      # every dead letter, one JSON object a line
 
 Redriving puts a letter's original message back where it came from: an inbox message is
 published to its inbox again (same idempotency key, so it is appended at most once), a
 profile change back to the change stream. A log entry the projector could not fold is
-already in the log: after the fix, ``make replay`` rebuilds the read models with it.
+already in the log, and the live projector recorded that it skipped it
+(``pz:{pN}:skipped:profile-projector``), so that every replay skips it too.
 A redriven letter is removed from the dead-letter stream in the same step.
+
+Each partition keeps about ``PZ_DEAD_LETTERS_KEPT`` letters (older ones are trimmed as new
+ones arrive): ``export`` them to keep them all.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from services.replay import CHUNK, Progress
 from shared.adapters.store import connect, text
 from shared.deadletter import DeadLetter
 from shared.keys import all_partitions
@@ -54,15 +62,45 @@ async def redrive(
             continue
         field = FIELDS.get(letter.service)
         if field is None:
-            left.append(f"{entry_id}: a log entry ({letter.reason}); fix, then `make replay`")
+            left.append(
+                f"{entry_id}: log entry {letter.entry_id} ({letter.reason}); the live projector "
+                "skipped it and replays skip it too"
+            )
             continue
         await script(keys=[stream, letter.source], args=[entry_id, field, letter.original_bytes()])
         done += 1
     return done, left
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+async def export(
+    client: aioredis.Redis, settings: Settings, path: Path, quiet: bool = False
+) -> int:
+    """Write every partition's dead letters to ``path``, one JSON object a line (partition,
+    dead-letter entry ID, the letter); returns how many."""
+    partitions = all_partitions(settings.partitions)
+    total = sum([await client.xlen(p.dead_letters) for p in partitions])
+    progress = Progress(f"export to {path}", total, quiet, unit="dead letters")
+    with path.open("w") as out:
+        for partition in partitions:
+            start = "-"
+            while entries := await _page(client, partition.dead_letters, start):
+                for entry_id, fields in entries:
+                    line = {"partition": partition.index, "id": text(entry_id),
+                            "dead": json.loads(fields[b"dead"])}  # fmt: skip
+                    out.write(json.dumps(line, sort_keys=True) + "\n")
+                start = f"({text(entries[-1][0])}"
+                progress.add(len(entries))
+    progress.close()
+    return progress.done
+
+
+async def _page(client: aioredis.Redis, stream: str, start: str) -> Any:
+    return await client.xrange(stream, min=start, count=CHUNK)
+
+
+async def command(argv: Sequence[str], settings: Settings) -> int:
+    """Run one command line (see the module docstring); returns the exit status."""
+    args = parser().parse_args(argv)
     client = connect(settings.redis_url)
     try:
         if args.command == "list":
@@ -78,6 +116,10 @@ async def main_async(args: argparse.Namespace) -> int:
                 )
             print(f"{len(rows)} dead letters")
             return 0
+        if args.command == "export":
+            count = await export(client, settings, Path(args.file))
+            print(f"exported {count:,} dead letters to {args.file}")
+            return 0
         done, left = await redrive(client, settings, args.code, set(args.id or []) or None)
         print(f"redriven: {done}")
         for line in left:
@@ -87,15 +129,21 @@ async def main_async(args: argparse.Namespace) -> int:
         await client.aclose()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="List and redrive dead letters.")
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="List, export and redrive dead letters.")
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="every dead letter with its reason")
     listing.add_argument("--code", help="only letters with this code")
     again = commands.add_parser("redrive", help="put letters back where they came from")
     again.add_argument("--code", help="only letters with this code")
     again.add_argument("--id", action="append", help="only these dead-letter entry IDs")
-    sys.exit(asyncio.run(main_async(parser.parse_args())))
+    keep = commands.add_parser("export", help="write every dead letter to a file (JSON lines)")
+    keep.add_argument("file")
+    return parser
+
+
+def main() -> None:
+    sys.exit(asyncio.run(command(sys.argv[1:], Settings.from_env())))
 
 
 if __name__ == "__main__":

@@ -102,6 +102,10 @@ class Partition:
     def lease(self, role: str) -> str:
         return f"{self.tag}:lease:{role}"
 
+    def skipped(self, role: str) -> str:
+        """Log entries ``role`` gave up on (entry ID -> JSON why); a replay skips them too."""
+        return f"{self.tag}:skipped:{role}"
+
 
 @dataclass(frozen=True)
 class ReadModelKeys:

@@ -8,6 +8,7 @@ import numpy as np
 
 from shared.domain.events import ImageRegistered
 from shared.keys import image_key
+from shared.taste.vectors import unit
 
 CLAIM_IMAGE = """
 -- KEYS[1]: the image; ARGV: its fields and values, 'key' naming the claimant.
@@ -23,9 +24,10 @@ def catalog_entry(event: ImageRegistered, creator: str, key: str) -> dict[Any, A
     """The stored form of an image: its embedding as a unit float32 vector, and
     ``member_id|idempotency_key`` of the message that registered it (so a retry of that very
     message is recognised)."""
-    vector = np.asarray(event.embedding, dtype=np.float64)
-    unit = (vector / np.linalg.norm(vector)).astype("<f4")
-    return {"creator": creator, "version": event.model_version, "key": key, "emb": unit.tobytes()}
+    stored = unit(event.embedding).astype("<f4")
+    if not np.all(np.isfinite(stored)) or not np.any(stored):
+        raise ValueError(f"image {event.image_id!r}: its unit embedding is not finite in float32")
+    return {"creator": creator, "version": event.model_version, "key": key, "emb": stored.tobytes()}
 
 
 def claim_args(entry: dict[Any, Any]) -> list[Any]:

@@ -5,13 +5,15 @@ to hold a lease; the holder reads entries after the stored position with XREAD a
 them to ``apply``, which must commit the new state *and* the new position in one atomic
 step (and only if the position is still the one it read from). A crash loses nothing (the
 next owner resumes at the stored position) and doubles nothing (the position check). An
-entry that keeps failing is dead-lettered with its reason, and the position moves past it.
+entry that keeps failing is dead-lettered with its reason, and the position moves past it;
+for a log, that decision is also recorded (``Partition.skipped``) so a replay repeats it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
@@ -72,6 +74,7 @@ class FollowerConfig:
     lease_ms: int = 6000
     block_ms: int = 500
     max_attempts: int = 5
+    dead_letters_kept: int = 100_000
 
 
 class LeasedPartitions(ABC):
@@ -176,7 +179,15 @@ class PartitionFollower(LeasedPartitions):
             at=utcnow(),
         )
         keys = [self.config.position(partition), partition.dead_letters]
-        await self.dead_letter(keys=keys, args=[position, entry_id, letter.to_bytes()])
+        if self.config.stream(partition) == partition.log:
+            keys.append(partition.skipped(self.config.role))  # the decision a replay repeats
+        record = json.dumps(
+            {"code": letter.code, "reason": letter.reason, "at": letter.at.isoformat()}
+        )
+        kept = self.config.dead_letters_kept
+        await self.dead_letter(
+            keys=keys, args=[position, entry_id, letter.to_bytes(), kept, record]
+        )
         self.failures.pop((partition.index, position), None)
 
 
@@ -306,6 +317,7 @@ class GroupFollower(LeasedPartitions):
             at=utcnow(),
         )
         await self.dead_letter(
-            keys=[partition.dead_letters, stream], args=[self.group, entry_id, letter.to_bytes()]
+            keys=[partition.dead_letters, stream],
+            args=[self.group, entry_id, letter.to_bytes(), self.config.dead_letters_kept],
         )
         self.failures.pop(f"{stream}/{entry_id}", None)

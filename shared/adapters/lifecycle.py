@@ -22,6 +22,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 from shared.keys import PREFIX
 
 HEARTBEAT_S = 2.0
+STOP_RETRY_S = 0.5
 EXIT_FATAL = 78  # EX_CONFIG: the configuration (credentials, ACL rules) must change
 REFUSALS = ("WRONGPASS", "NOAUTH", "NOPERM")
 T = TypeVar("T")
@@ -119,17 +120,15 @@ class Tasks:
         self.tasks.append(task)
 
     async def stop(self) -> None:
-        """Cancel every loop, again until it ends: a cancellation that arrives as a socket
-        timeout expires comes out of redis-py as a TimeoutError, which the loops retry."""
+        """Cancel every loop and wait until each has ended. A loop may swallow a cancellation
+        (Python 3.11's ``asyncio.wait_for``, which redis-py wraps around every write, loses
+        one that arrives as the write completes) and go on: cancel it again until it ends."""
         self.closing = True
         pending = set(self.tasks)
         while pending:
             for task in pending:
                 task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=1.0)
-            for task in pending:
-                log.warning("%s: loop %s ignored a cancel; cancelling again", self.service,
-                            task.get_name())  # fmt: skip
+            _, pending = await asyncio.wait(pending, timeout=STOP_RETRY_S)
         self.tasks.clear()
 
     def _report(self, task: asyncio.Task[Any]) -> None:

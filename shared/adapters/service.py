@@ -42,6 +42,7 @@ class Service:
             batch_size=self.settings.batch_size,
             lease_ms=self.settings.claim_idle_ms,
             max_attempts=self.settings.max_deliveries,
+            dead_letters_kept=self.settings.dead_letters_kept,
         )
 
     def replies(self) -> Replies:

@@ -141,16 +141,20 @@ return ids
 """
 
 DEAD_LETTER_AND_ACK = """
--- KEYS: dead letters, stream; ARGV: group, entry id, dead letter
-redis.call('XADD', KEYS[1], '*', 'dead', ARGV[3])
+-- KEYS: dead letters, stream; ARGV: group, entry id, dead letter, dead letters kept (~)
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'dead', ARGV[3])
 return redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
 """
 
 DEAD_LETTER_AT_POSITION = """
--- KEYS: position, dead letters; ARGV: expected position, new position, dead letter
+-- Give up on one entry: dead-letter it and move the position past it, in one step.
+-- KEYS: position, dead letters[, skipped entries (a hash: entry id -> why), for a log]
+-- ARGV: expected position, new position (the entry given up on), dead letter,
+--   dead letters kept (~), skip record
 local current = redis.call('GET', KEYS[1]) or '0-0'
 if current ~= ARGV[1] then return 0 end
-redis.call('XADD', KEYS[2], '*', 'dead', ARGV[3])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'dead', ARGV[3])
+if #KEYS == 3 then redis.call('HSET', KEYS[3], ARGV[2], ARGV[5]) end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """

@@ -18,9 +18,12 @@ from typing import Annotated, Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from shared.taste.vectors import scaled_norm, unit
+
 Handle = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:@-]{1,64}$")]
 IdempotencyKey = Annotated[str, StringConstraints(pattern=r"^[ -~]{1,200}$")]
 Version = Annotated[str, StringConstraints(pattern=r"^\d{1,2}(\.\d{1,2})?$")]
+UNIT_TOLERANCE = 1e-6
 ProfileName = Annotated[str, StringConstraints(min_length=1, max_length=80, strip_whitespace=True)]
 
 
@@ -42,11 +45,25 @@ class ImageRegistered(Payload):
 
     @field_validator("embedding")
     @classmethod
-    def _finite_and_nonzero(cls, values: list[float]) -> list[float]:
-        if not all(math.isfinite(v) for v in values):
-            raise ValueError("every embedding value must be a finite number")
+    def _a_direction(cls, values: list[float]) -> list[float]:
+        """Every path that reads an image (ingest, the log, an import) sees the same rule: the
+        embedding is a direction, so its normalised form must be a finite unit vector."""
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+        if bad is not None:
+            raise ValueError(
+                f"every embedding value must be a finite number; value {bad} is {values[bad]!r}"
+            )
         if not any(values):
-            raise ValueError("the embedding must not be all zeros")
+            raise ValueError("the embedding must not be all zeros: it has no direction")
+        normalised = unit(values)
+        if (
+            not np.all(np.isfinite(normalised))
+            or abs(scaled_norm(normalised) - 1.0) > UNIT_TOLERANCE
+        ):
+            raise ValueError(
+                f"the embedding does not normalise to a finite unit vector (norm "
+                f"{scaled_norm(normalised)!r}); send finite values of a usable magnitude"
+            )
         return values
 
 
