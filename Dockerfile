@@ -1,4 +1,4 @@
-# One image for the four services; docker-compose.yml sets the command of each.
+# One image for every service; docker-compose.yml sets the command of each.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -48,7 +48,7 @@ def grant(keys: str | tuple[str, ...], *commands: str) -> Grant:
 
 # Key-less commands every service needs: PING (health checks of redis-py), CLIENT SETINFO
 # (sent by redis-py on connect), SCRIPT LOAD/EXISTS (redis-py's register_script, pipelines).
-CONNECTION = ("ping", "select", "client|setname", "client|setinfo", "client|id", "echo")
+CONNECTION = ("ping", "select", "client|setname", "client|setinfo", "client|id")
 SCRIPTS = ("script|load", "script|exists")
 STREAM_READ = ("xrange", "xrevrange", "xread", "xlen", "xinfo|stream")
 LOG_APPEND = ("xadd", *STREAM_READ)  # append-only: no DEL, EXPIRE, XTRIM, XDEL, SET, ...
@@ -159,6 +159,22 @@ def url_for(url: str, service: str, password: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+def password_variable(user: str) -> str:
+    """The environment variable docker-compose.yml takes this user's password from."""
+    return f"PZ_PASSWORD_{user_name(user).upper()}"
+
+
+def compose_users() -> list[str]:
+    """The ``redis-server`` arguments of docker-compose.yml: no default user, then every user
+    (passwords from :func:`password_variable`, with a development default). Print them with
+    ``python -m shared.acl``."""
+    args = ["--user", "default", "reset"]
+    for user in USERS:
+        password = f"${{{password_variable(user)}:-{user}-dev-only}}"
+        args += ["--user", user_name(user), *acl_rules(user, password)]
+    return args
+
+
 def redacted(url: str) -> str:
     """``url`` with its password (if any) hidden, for messages and logs."""
     parts = urlsplit(url)
@@ -166,3 +182,8 @@ def redacted(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+if __name__ == "__main__":
+    for argument in compose_users():
+        print(f"      - {argument}" if argument.startswith("--") else f"      - '{argument}'")

