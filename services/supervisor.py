@@ -143,12 +143,12 @@ class Stack:
             wait_until_loaded(client)
         except redis.AuthenticationError:
             client.close()
-            self._create_admin(url)
+            self._create_admin()
             client = redis.Redis.from_url(url)
         self.url = url
         return client
 
-    def _create_admin(self, admin_url: str) -> None:
+    def _create_admin(self) -> None:
         assert self.credentials is not None
         try:
             with redis.Redis.from_url(self.server_url) as default:
@@ -162,7 +162,7 @@ class Stack:
                 f"{self.credentials.path} and has no open default user: restore that file, "
                 f"or delete {self.data_dir}/valkey/users.acl to start over with new users"
             ) from None
-        self.say(f"  created the admin user ({admin_url.split('@')[0]}:...)")
+        self.say(f"  created the admin user on {self.server_url}")
 
     def restrict(self) -> None:
         """One ACL user per service, allowed only its own commands and keys, a publisher

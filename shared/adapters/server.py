@@ -21,7 +21,10 @@ def free_port() -> int:
 
 
 def port_free(port: int) -> bool:
+    """Whether nothing listens on ``port`` (connections of a server just stopped, in
+    TIME_WAIT, do not count: the server binds with SO_REUSEADDR too)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
