@@ -1,7 +1,8 @@
 """A small client of the public contract: publish inbound messages, resolve prompts.
 
 It uses only what any outside service could: ``XADD`` of JSON to an inbox stream and the
-resolver's RPC. The demo, the benchmarks and the end-to-end tests drive the system with it.
+RPCs, so it works as the ``publisher`` ACL user (``publisher_url`` in ``data/run.json``).
+The demo, the benchmarks and the end-to-end tests drive the system with it.
 """
 
 from __future__ import annotations
