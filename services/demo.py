@@ -21,7 +21,7 @@ import numpy as np
 
 from shared.client import Client, inbound
 from shared.settings import Settings, running_system
-from shared.taste.simulation import WorldConfig, make_world
+from shared.taste.simulation import World, WorldConfig, make_world
 
 from .supervisor import RUN_FILE, Stack
 
@@ -50,11 +50,12 @@ async def scenario(client: Client, settings: Settings, url: str, seed: int, imag
     world = make_world(WorldConfig(dim=settings.embed_dim, n_images=images), seed=seed)
     tastes = dict(zip(MEMBERS, world.sample_tastes(rng, len(MEMBERS)), strict=True))
     run = f"demo{int(time.time())}"
+    ids = {member: f"{member}-{run}" for member in MEMBERS}
 
     say(f"1. Registering a catalog of {images} images ({settings.embed_dim}-d embeddings)")
     image_ids = [f"{run}-img{i}" for i in range(images)]
     versions = ["7" if i % 5 else "6.1" for i in range(images)]
-    await client.publish_many(
+    registrations = [
         inbound(
             "ImageRegistered",
             ARTISTS[i % len(ARTISTS)],
@@ -63,8 +64,11 @@ async def scenario(client: Client, settings: Settings, url: str, seed: int, imag
             key=f"{run}-reg{i}",
         )
         for i in range(images)
-    )  # fmt: skip
-    await asyncio.sleep(1.0)
+    ]  # fmt: skip
+    await client.publish_many(registrations)
+    receipts = [await client.receipt(message, timeout=60) for message in registrations]
+    accepted = sum(receipt.status == "accepted" for receipt in receipts)
+    say(f"   {accepted} registrations accepted (each publisher waits for its receipt)")
     say("   an operator publishes a prior that tracks the catalog's main directions:")
     say(
         f"   $ python -m services.taste_model publish --from-catalog  ->  {await publish_prior(url)}"
@@ -79,36 +83,35 @@ async def scenario(client: Client, settings: Settings, url: str, seed: int, imag
         picks = needed if member != "dave" else needed // 3
         grids = 0
         while picks > 0:
-            grid = await client.grid(member)
+            grid = await client.grid(ids[member])
             if not grid.ok:
                 raise RuntimeError(f"no grid for {member}: {grid.error}")
-            shown = world.embeddings[[index_of[i] for i in grid.image_ids]]
-            order = world.choose(rng, tastes[member], shown, min(3, picks))
-            await client.publish_many(
-                inbound(
-                    "ImagePicked", member, {"grid_id": grid.grid_id, "image_id": grid.image_ids[i]}
-                )
-                for i in order
-            )
-            picks -= len(order)
+            chosen = pick(world, rng, tastes[member], grid.image_ids, index_of, min(3, picks))
+            chosen_picks = [
+                inbound("ImagePicked", ids[member], {"grid_id": grid.grid_id, "image_id": image})
+                for image in chosen
+            ]
+            await client.publish_many(chosen_picks)
+            picks -= len(chosen)
             grids += 1
+        await client.receipt(chosen_picks[-1], timeout=30)
         say(
             f"   {member:6s} {grids:3d} grids served, {needed if member != 'dave' else needed // 3:3d} picks"
         )
 
     say("3. Waiting for profiles to be projected and codes to be minted")
-    await wait_for_codes(client, [m for m in MEMBERS if m != "dave"])
+    await wait_for_codes(client, [ids[m] for m in MEMBERS if m != "dave"])
     say()
     say(
         f"   {'member':8s} {'profile':18s} {'progress':>9s} {'codes':>5s} {'latest':>8s} {'cos(hidden taste)':>18s}"
     )
     for member in MEMBERS:
-        listing = await client.profiles(member)
+        listing = await client.profiles(ids[member])
         for profile in listing.profiles:
             cosine = ""
             if profile.latest_code:
                 code = next(c for c in listing.codes if c.code == profile.latest_code)
-                resolved = await client.resolve(member, f"x --p {code.code}")
+                resolved = await client.resolve(ids[member], f"x --p {code.code}")
                 vector = np.asarray(resolved.vector)
                 hidden = tastes[member] / np.linalg.norm(tastes[member])
                 cosine = f"{float(vector @ hidden):.2f}"
@@ -117,8 +120,8 @@ async def scenario(client: Client, settings: Settings, url: str, seed: int, imag
 
     say()
     say("4. Resolving prompts (prompt -> rewritten prompt, or the error)")
-    alice_code = (await client.profiles("alice")).codes[0].code
-    bob_code = (await client.profiles("bob")).codes[0].code
+    alice_code = (await client.profiles(ids["alice"])).codes[0].code
+    bob_code = (await client.profiles(ids["bob"])).codes[0].code
     prompts = [
         ("alice", "a lighthouse at dusk --p --s 250 --v 7"),
         ("bob", "a red fox in the snow --ar 16:9 --p"),
@@ -132,7 +135,7 @@ async def scenario(client: Client, settings: Settings, url: str, seed: int, imag
         ("alice", "a lighthouse without personalization --ar 2:3"),
     ]
     for member, prompt in prompts:
-        reply = await client.resolve(member, prompt)
+        reply = await client.resolve(ids[member], prompt)
         say(f"   [{member}] {prompt}")
         if reply.ok:
             codes = ", ".join(f"{e.code} (weight {e.weight:g})" for e in reply.entries) or "none"
@@ -144,6 +147,23 @@ async def scenario(client: Client, settings: Settings, url: str, seed: int, imag
             assert reply.error is not None
             say(f"      -> error {reply.error.code}: {reply.error.message} "
                 f"(token {reply.error.token!r} at {reply.error.position})")  # fmt: skip
+
+
+def pick(
+    world: World,
+    rng: np.random.Generator,
+    taste: np.ndarray,
+    shown: list[str],
+    index_of: dict[str, int],
+    count: int,
+) -> list[str]:
+    """What a member with a hidden ``taste`` picks from a grid: it judges the images of this
+    demo's catalog; images an earlier run registered (grids draw from the whole catalog)
+    come after them, in the grid's order."""
+    known = [image for image in shown if image in index_of]
+    order = world.choose(rng, taste, world.embeddings[[index_of[i] for i in known]], count)
+    chosen = [known[i] for i in order]
+    return chosen + [image for image in shown if image not in index_of][: count - len(chosen)]
 
 
 async def wait_for_codes(client: Client, members: list[str], timeout: float = 120.0) -> None:
