@@ -27,7 +27,7 @@ from services.supervisor import SERVICES
 from shared import health
 from shared.acl import USERS, acl_rules, compose_users, password_variable, user_name
 from shared.adapters.lifecycle import alive_key
-from shared.adapters.server import free_port
+from shared.adapters.server import LIMITS, free_port
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,6 +130,8 @@ def test_redis_keeps_an_append_only_file_on_a_volume(compose: dict[str, Any]) ->
     assert argv[0] == "redis-server"
     assert argv[argv.index("--appendonly") + 1] == "yes"
     assert argv[argv.index("--appendfsync") + 1] == "everysec"
+    for name, value in zip(LIMITS[::2], LIMITS[1::2], strict=True):
+        assert argv[argv.index(name) + 1] == value, f"compose's redis lacks {name} {value}"
     volumes = [
         v if isinstance(v, str) else f"{v['source']}:{v['target']}" for v in redis["volumes"]
     ]

