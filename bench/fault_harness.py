@@ -37,6 +37,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from bench.restore_cycle import RestoreReport, restore_cycle
 from services.prompt_resolver.resolver import deleted_summaries
 from services.replay import rebuild, verify
 from services.supervisor import SERVICES, Stack
@@ -50,7 +51,7 @@ from shared.deadletter import DeadLetter
 from shared.domain.events import LoggedEvent
 from shared.domain.families import family_of
 from shared.domain.views import MemberView
-from shared.keys import all_partitions, partition_for
+from shared.keys import Partition, all_partitions, partition_for
 from shared.settings import Settings
 
 Say = Callable[[str], None]
@@ -58,6 +59,10 @@ REF = "@ref:"
 TOKEN = re.compile(rb"bad-[A-Za-z0-9_.-]+")
 V7_VERSIONS = ("7", "8", "8.1")
 V6_VERSIONS = ("6.1", "6")
+EXTREME_SCALES = (1e-170, 1e170)
+"""Valid but extreme embeddings (each member's first images): a plain norm under- or
+overflows on them; the catalog must still hold their unit vectors, and grids, picks and
+replays must handle them like any other."""
 
 
 def stderr(line: str) -> None:
@@ -86,6 +91,10 @@ class FaultConfig:
     resend_share: float = 0.05
     images_v7: int = 6
     images_v6: int = 3
+    acl: bool = True
+    pauses: int = 2
+    extreme_images: bool = True
+    restore: bool = True
     drain_timeout: float = 600.0
     stall_s: float = 120.0
     quiet_s: float = 2.0
@@ -380,9 +389,16 @@ class MemberSim:
 
     def _invalid(self) -> Planned:
         token = f"bad-{self.member}-{self._key('x')}"
-        kind = self.rng.choice(("bad_json", "unknown_type", "unknown_grid", "bad_utf8"))
+        kind = self.rng.choice(
+            ("bad_json", "unknown_type", "unknown_grid", "bad_utf8", "poison_embedding")
+        )
         body: dict[str, Any] | bytes
-        if kind == "bad_json":
+        if kind == "poison_embedding":
+            values = ", ".join(["1e999"] + ["1e-170"] * (self.config.embed_dim - 1))
+            body = (f'{{"type": "ImageRegistered", "schema_version": 1, "idempotency_key": '
+                    f'"{token}", "member_id": "{self.member}", "payload": {{"image_id": '
+                    f'"{token}", "model_version": "7", "embedding": [{values}]}}}}').encode()  # fmt: skip
+        elif kind == "bad_json":
             body = f'{{"type": "ImagePicked", "idempotency_key": "{token}", "payload": {{'.encode()
         elif kind == "bad_utf8":
             body = b"\xff\xfe" + f'{{"idempotency_key": "{token}"}}'.encode() + b"\xc3\x28"
@@ -409,6 +425,8 @@ def make_catalog(config: FaultConfig) -> tuple[Catalog, list[Planned]]:
             image = f"{member}-i{n}"
             catalog.images[image] = (member, version)
             embedding = [round(rng.gauss(0, 1), 6) for _ in range(config.embed_dim)]
+            if config.extreme_images and n < len(EXTREME_SCALES):
+                embedding = [value * EXTREME_SCALES[n] for value in embedding]
             payload = {"image_id": image, "model_version": version, "embedding": embedding}
             key = f"reg-{image}"
             body = {"type": "ImageRegistered", "schema_version": 1, "idempotency_key": key,
@@ -577,6 +595,7 @@ class Fault:
 class FaultLog:
     kills: list[tuple[float, str, int]] = field(default_factory=list)
     server_restarts: list[float] = field(default_factory=list)
+    pauses: list[str] = field(default_factory=list)
     spawn_retries: int = 0
     exited_before_kill: list[str] = field(default_factory=list)
     crashes: list[str] = field(default_factory=list)
@@ -604,9 +623,10 @@ class FaultInjector:
         self.rng.shuffle(services)
         targets = [services[n % len(services)] for n in range(self.config.faults)]
         targets += ["server"] * self.config.server_restarts
+        targets += ["pause"] * self.config.pauses
         faults = []
         for target in targets:
-            span = (0.3, 0.7) if target == "server" else (0.05, 0.95)
+            span = (0.3, 0.7) if target in ("server", "pause") else (0.05, 0.95)
             moment = self.rng.uniform(*span) * self.config.window
             replica = self.rng.randrange(self.config.replicas)
             faults.append(Fault(moment, target, replica, self.rng.uniform(0.2, 2.0)))
@@ -620,6 +640,8 @@ class FaultInjector:
         await asyncio.sleep(max(0.0, self.started + fault.moment - time.monotonic()))
         if fault.target == "server":
             await self._restart_server(fault.delay)
+        elif fault.target == "pause":
+            await self._pause_lease_holder()
         else:
             await self._kill_service(fault.target, fault.replica, fault.delay)
 
@@ -692,6 +714,33 @@ class FaultInjector:
             if not missing or time.monotonic() > deadline:
                 return missing
             await asyncio.sleep(0.2)
+
+    async def _pause_lease_holder(self) -> None:
+        """SIGSTOP the replica holding a partition's lease for twice the lease time, then
+        SIGCONT: it wakes up believing it still holds the partition, another replica has
+        taken over meanwhile, and nothing may be lost or doubled."""
+        role = self.rng.choice(["selection-ingest", "profile-projector", "code-minter"])
+        partition = Partition(self.rng.randrange(self.config.partitions))
+        with redis.Redis.from_url(self.stack.url, socket_timeout=5) as client:
+            try:
+                holder = text(client.get(partition.lease(role)))
+            except (RedisError, OSError):
+                holder = ""
+        found = [key for key in self.stack.processes if f"{key[0]}-{key[1]}" == holder]
+        if not found or found[0] in self.down:
+            self.say(f"  pause: no live holder of {partition.lease(role)} ({holder!r}); skipped")
+            return
+        self.down.add(found[0])
+        process = self.stack.processes[found[0]]
+        stopped_s = 2 * self.config.claim_idle_ms / 1000
+        at = time.monotonic() - self.started
+        self.say(f"  pause: SIGSTOP {holder} (holds {partition.lease(role)}) at {at:.1f}s "
+                 f"for {stopped_s:.1f}s")  # fmt: skip
+        process.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(stopped_s)
+        process.send_signal(signal.SIGCONT)
+        self.log.pauses.append(f"{holder} at {at:.1f}s for {stopped_s:.1f}s")
+        self.down.discard(found[0])
 
     async def _restart_server(self, delay: float) -> None:
         async with self.server_lock:
@@ -1041,6 +1090,7 @@ class FaultReport:
     exits: list[str]
     no_heartbeat: list[str]
     service_logs: dict[str, int]
+    restore: RestoreReport = field(default_factory=RestoreReport)
 
     @property
     def lost(self) -> int:
@@ -1056,7 +1106,8 @@ class FaultReport:
         problems = (f.lost, f.not_dead_lettered, f.doubled, f.wrongly_rejected, f.unexpected,
                     f.reordered, f.model_mismatches, self.diffs, self.rpc_failures, self.exits,
                     self.no_heartbeat, self.not_drained)  # fmt: skip
-        return not any(problems) and self.skipped == 0
+        restored = self.restore.ok or not self.config.restore
+        return not any(problems) and self.skipped == 0 and restored
 
     def summary(self) -> dict[str, Any]:
         f = self.findings
@@ -1067,6 +1118,8 @@ class FaultReport:
             "resent": self.ledger.resends,
             "faults_injected": len(self.faults.kills),
             "server_restarts": len(self.faults.server_restarts),
+            "lease_holder_pauses": len(self.faults.pauses),
+            "acl": self.config.acl,
             "replicas": self.config.replicas,
             "diffs": len(self.diffs),
             "lost": self.lost,
@@ -1093,6 +1146,7 @@ class FaultReport:
             "events_per_s": round(self.ledger.sent / max(self.publish_s + self.drain_s, 1e-9), 1),
             "seed": self.config.seed,
             "mix": dict(self.ledger.labels.most_common()),
+            **self.restore.summary(),
             "ok": self.ok,
         }
 
@@ -1105,6 +1159,9 @@ class FaultReport:
             "rebuild differs": self.diffs, "resolver RPC": self.rpc_failures,
             "exited by themselves": self.exits, "no heartbeat": self.no_heartbeat,
             "not drained": self.not_drained,
+            "restored system differs": self.restore.differences,
+            "restored system appended": [f"{self.restore.new_events} events"]
+            if self.restore.new_events else [],
         }  # fmt: skip
         return {name: items for name, items in named.items() if items}
 
@@ -1142,16 +1199,22 @@ async def run_faults(
         raise RuntimeError(f"REDIS_URL must be {server.url} for the service processes")
     settings = config.settings(server.url)
     started = time.monotonic()
-    stack = Stack(data_dir, replicas=config.replicas, quiet=True)
-    say(f"starting {len(SERVICES)} services x {config.replicas} replicas on {server.url}...")
+    stack = Stack(data_dir, replicas=config.replicas, quiet=True, acl=config.acl)
+    users = "each as its own ACL user" if config.acl else "without ACL users"
+    say(f"starting {len(SERVICES)} services x {config.replicas} replicas on {server.url} "
+        f"({users})...")  # fmt: skip
     await asyncio.to_thread(stack.start, 120.0)
     client = aioredis.Redis.from_url(server.url, socket_timeout=10, socket_connect_timeout=2)
+    outside = aioredis.Redis.from_url(
+        stack.publisher_url, socket_timeout=10, socket_connect_timeout=2
+    )
+    restored = RestoreReport()
     stop = asyncio.Event()
     watcher: asyncio.Task[None] | None = None
     try:
         ledger = Ledger()
         ids = ProfileIds(client, config.partitions)
-        publisher = Publisher(client, config, ledger)
+        publisher = Publisher(outside, config, ledger)
         catalog, registrations = make_catalog(config)
         say(f"registering {len(registrations)} images of {config.members} members...")
         await register_catalog(client, publisher, ids, registrations)
@@ -1182,12 +1245,18 @@ async def run_faults(
         rpc = await rpc_answers(server.url, config, member_ids(config.members))
         exits = unexpected_exits(stack)
         no_heartbeat += await asyncio.to_thread(all_alive, stack, server.url)
+        if config.restore:
+            say("export -> import into an empty server -> start the services there...")
+            restored = await restore_cycle(
+                settings, server.url, member_ids(config.members), data_dir, say, config.acl
+            )
     finally:
         stop.set()
         if watcher is not None:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
         await client.aclose()
+        await outside.aclose()
         await asyncio.to_thread(stack.stop)
     return FaultReport(
         config=config, ledger=ledger, findings=findings, faults=injector.log,
@@ -1196,7 +1265,7 @@ async def run_faults(
         drain_s=drain_s, rebuild_s=rebuild_s, not_drained=behind, rpc_failures=rpc,
         exits=injector.log.crashes + injector.log.exited_before_kill + exits,
         no_heartbeat=no_heartbeat,
-        service_logs=service_log_findings(data_dir),
+        service_logs=service_log_findings(data_dir), restore=restored,
     )  # fmt: skip
 
 

@@ -33,6 +33,9 @@ def arguments() -> argparse.Namespace:
     add("--duration", type=float, default=None, help="soft cap on publishing, in seconds")
     add("--faults", type=int, default=defaults.faults, help="service kills in all (>= 4)")
     add("--server-restarts", type=int, default=defaults.server_restarts)
+    add("--pauses", type=int, default=defaults.pauses, help="lease holders SIGSTOPped")
+    add("--no-acl", action="store_true", help="services without ACL users")
+    add("--no-restore", action="store_true", help="skip the export -> import -> restart cycle")
     add("--replicas", type=int, default=defaults.replicas, help="processes per service")
     add("--partitions", type=int, default=defaults.partitions)
     add("--seed", type=int, default=defaults.seed)
@@ -50,7 +53,8 @@ def table(report: FaultReport) -> str:
         ("  must be dead-lettered", f"{s['rejected']:,}"),
         ("XADDs re-sent after server errors", f"{s['retried_xadds']:,}"),
         ("service processes killed (kill -9)", f"{s['faults_injected']} ({s['replicas']} replicas each)"),
-        ("server killed and restarted", f"{s['server_restarts']}"),
+        ("server killed and restarted (ACL users on)" if s["acl"] else "server killed and restarted", f"{s['server_restarts']}"),
+        ("lease holders paused past their lease (SIGSTOP/SIGCONT)", f"{s['lease_holder_pauses']}"),
         ("log events / codes / dead letters", f"{s['log_events']:,} / {s['codes']:,} / {s['dead_letters']:,}"),
         ("lost", f"{s['lost']}"),
         ("doubled", f"{s['doubled']}"),
@@ -58,6 +62,8 @@ def table(report: FaultReport) -> str:
         ("read models vs client-side simulation", f"{s['model_mismatches']} mismatches"),
         ("rebuild vs live read models", f"{s['diffs']} differ, {s['verify_compared']:,} identical, {s['verify_skipped']} skipped"),
         ("resolver RPC after the faults", f"{s['rpc_failures']} failures"),
+        ("export -> import -> restart: answers that differ", f"{s['restore_differences']} of {s['restore_compared']}"),
+        ("  events the restored system appended by itself", f"{s['restore_new_events']}"),
         ("services that exited by themselves (restarted)", f"{s['unexpected_exits']}"),
         ("time: publish / drain / rebuild / all", f"{s['publish_s']}s / {s['drain_s']}s / {s['rebuild_s']}s / {s['seconds']}s"),
         ("throughput (published / (publish + drain))", f"{s['events_per_s']:,} messages/s"),
@@ -82,6 +88,9 @@ async def main_async(args: argparse.Namespace) -> FaultReport:
         duration=args.duration,
         faults=args.faults,
         server_restarts=args.server_restarts,
+        pauses=args.pauses,
+        acl=not args.no_acl,
+        restore=not args.no_restore,
         replicas=args.replicas,
         partitions=args.partitions,
         seed=args.seed,

@@ -37,7 +37,7 @@ CONFIG = FaultConfig(
 
 def use_server(monkeypatch: pytest.MonkeyPatch, server: EmbeddedServer) -> None:
     monkeypatch.setenv("REDIS_URL", server.url)
-    monkeypatch.delenv("PZ_ACL", raising=False)  # ACL SETUSER users would not survive a restart
+    monkeypatch.delenv("PZ_ACL", raising=False)
     for name, value in CONFIG.env().items():
         monkeypatch.setenv(name, value)
 
@@ -68,6 +68,11 @@ async def test_kill_9_of_services_and_server_loses_and_doubles_nothing(
     assert not report.findings.reordered, report.findings.reordered[:10]
     assert not report.findings.model_mismatches, report.findings.model_mismatches[:10]
     assert not report.rpc_failures, report.rpc_failures[:5]
+    assert summary["acl"] and report.faults.pauses, "ACL users on; a lease holder paused"
+    assert report.ledger.labels["poison_embedding"] > 0
+    assert summary["restore_exported"] == summary["log_events"]
+    assert summary["restore_new_events"] == 0, "the restored system appended events by itself"
+    assert summary["restore_differences"] == 0, report.restore.differences[:5]
 
 
 @pytest.mark.timeout(90)
