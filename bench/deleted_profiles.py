@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.asyncio.connection import Connection
 
 from services.code_minter.app import build as build_minter
 from services.profile_projector.app import build as build_projector
@@ -38,6 +37,7 @@ from services.prompt_resolver.resolver import Resolver
 from services.replay import rebuild
 from services.selection_ingest.app import build as build_ingest
 from shared.adapters.generation import active_generation
+from shared.adapters.metering import Counting
 from shared.adapters.server import EmbeddedServer
 from shared.adapters.store import text
 from shared.client import Client, inbound
@@ -50,25 +50,6 @@ from shared.taste.prior import TastePrior
 
 DIM = 256
 IMAGES = [f"img{i}" for i in range(60)]
-
-
-class Counting(Connection):
-    """A connection that adds up the bytes of every value it receives."""
-
-    received = 0
-
-    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
-        response = await super().read_response(*args, **kwargs)
-        Counting.received += _size(response)
-        return response
-
-
-def _size(value: Any) -> int:
-    if isinstance(value, bytes | str):
-        return len(value)
-    if isinstance(value, list | tuple):
-        return sum(_size(v) for v in value)
-    return 8
 
 
 def in_partition(prefix: str, width: int, partition: int, partitions: int, start: int = 0) -> str:

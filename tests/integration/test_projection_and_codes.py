@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.connection import Connection
 
 from services.code_minter.minter import Minter
 from services.profile_projector.projector import Projector
 from services.prompt_resolver.resolver import Resolver
 from shared.adapters.generation import active_generation
+from shared.adapters.metering import Counting
 from shared.client import Client, inbound
 from shared.domain.resolution import ResolveRequest
 from shared.keys import all_partitions, partition_for
@@ -137,25 +135,6 @@ async def test_extreme_weights_give_a_unit_vector_or_a_clear_error(
         assert reply.error.code == "INVALID_PARAMETER"
         assert "from 0.001 to 1000" in reply.error.message
         assert (reply.error.token, reply.error.position) == (f"{theirs}::{weight}", 10)
-
-
-class Counting(Connection):
-    """A connection that adds up the bytes of every value the server sends it."""
-
-    received = 0
-
-    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
-        response = await super().read_response(*args, **kwargs)
-        Counting.received += _size(response)
-        return response
-
-
-def _size(value: Any) -> int:
-    if isinstance(value, bytes | str):
-        return len(value)
-    if isinstance(value, list | tuple):
-        return sum(_size(v) for v in value)
-    return 8
 
 
 async def _cycles(client: Client, member: str, first: int, count: int) -> None:
