@@ -8,6 +8,7 @@ The demo, the benchmarks and the end-to-end tests drive the system with it.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -23,6 +24,8 @@ from shared.domain.listing import Listing, ListRequest
 from shared.domain.receipt import Receipt
 from shared.domain.resolution import ResolveRequest, ResolveResponse
 from shared.keys import GRID_RPC, PROFILES_RPC, RESOLVE_RPC, partition_for
+
+POP_WAIT_S = 2.0
 
 
 def inbound(
@@ -77,11 +80,21 @@ class Client:
             await pipe.execute()
         return count
 
+    async def pop(self, key: str, timeout: float) -> Any:
+        """``BLPOP key`` for up to ``timeout`` seconds, in waits shorter than redis-py's own
+        socket timeout (5 s by default), which would otherwise end a longer one with an error."""
+        deadline = time.monotonic() + timeout
+        while True:
+            wait = min(POP_WAIT_S, max(deadline - time.monotonic(), 0.01))
+            reply: Any = await self.redis.blpop([key], timeout=wait)
+            if reply is not None or time.monotonic() >= deadline:
+                return reply
+
     async def receipt(self, message: dict[str, Any], timeout: float = 5.0) -> Receipt:
         """Wait for ingest's receipt of a published message (one ``BLPOP``)."""
         member, key = message["member_id"], message["idempotency_key"]
         receipt = partition_for(member, self.partitions).receipt(member, key)
-        reply: Any = await self.redis.blpop([receipt], timeout=timeout)
+        reply = await self.pop(receipt, timeout)
         if reply is None:
             raise TimeoutError(f"no receipt on {receipt} within {timeout}s")
         return Receipt.model_validate_json(reply[1])
@@ -103,7 +116,7 @@ class Client:
         reply_to = f"pz:reply:{uuid.uuid4().hex}"
         request = ResolveRequest(member_id=member_id, prompt=prompt, reply_to=reply_to)
         await self.redis.rpush(RESOLVE_RPC, request.model_dump_json())
-        reply: Any = await self.redis.blpop([reply_to], timeout=timeout)
+        reply = await self.pop(reply_to, timeout)
         if reply is None:
             raise TimeoutError(f"no reply on {reply_to} within {timeout}s")
         return ResolveResponse.model_validate_json(reply[1])

@@ -91,7 +91,7 @@ async def test_a_wrong_partition_gets_its_receipt_where_it_was_published(
     async with build(settings), Client(settings.redis_url, settings.partitions) as client:
         await client.redis.xadd(wrong.inbox, {"data": json.dumps(message)})
         key = wrong.receipt("gus", message["idempotency_key"])
-        reply: Any = await client.redis.blpop([key], timeout=5)
+        reply: Any = await client.pop(key, timeout=5)
     receipt = Receipt.model_validate_json(reply[1])
     right = partition_for("gus", settings.partitions).inbox
     assert receipt.code == "WRONG_PARTITION" and receipt.reason and right in receipt.reason
