@@ -35,6 +35,7 @@ from shared.keys import all_partitions, partition_for
 from shared.settings import Settings
 
 IMAGES_V7, IMAGES_V6 = 400, 100
+CHURNERS = 8
 
 
 def say(line: str) -> None:
@@ -67,9 +68,7 @@ class Member:
             return [
                 inbound("DefaultVersionSet", self.name, {"version": self.rng.choice(["7", "8"])})
             ]
-        if roll < 0.96:
-            return [inbound("ImageLiked", self.name, {"image_id": "no-such-image"})]
-        return [inbound("ProfileCreated", self.name, {"name": f"p{self.rng.randrange(10**6)}"})]
+        return [inbound("ImageLiked", self.name, {"image_id": "no-such-image"})]
 
     def _grid(self) -> list[dict[str, Any]]:
         self.grids += 1
@@ -102,15 +101,21 @@ async def publish_catalog(client: Client, settings: Settings) -> None:
 
 
 async def churn(client: Client, members: list[Member], stop: asyncio.Event) -> int:
-    """Create, rename and delete profiles of unlocked members, again and again."""
-    cycles = 0
+    """Create, rename and delete profiles of unlocked members, again and again (a few
+    members at a time, each in its own loop, so the cycles keep pace with the load)."""
+    loops = [_churn(client, members[i::CHURNERS], stop) for i in range(CHURNERS)]
+    return sum(await asyncio.gather(*loops))
+
+
+async def _churn(client: Client, members: list[Member], stop: asyncio.Event) -> int:
+    cycles, turn = 0, 0
     while not stop.is_set():
-        member = random.Random(cycles).choice(members)
+        member, turn = members[turn % len(members)], turn + 1
         if member.grids < 15:
             await asyncio.sleep(0.05)
             continue
         created = await client.publish_and_wait(
-            inbound("ProfileCreated", member.name, {"name": "tmp"}), 30
+            inbound("ProfileCreated", member.name, {"name": "tmp"}), 60
         )
         if created.status != "accepted":
             continue
@@ -118,12 +123,9 @@ async def churn(client: Client, members: list[Member], stop: asyncio.Event) -> i
         log = partition_for(member.name, client.partitions).log
         found: Any = await client.redis.xrange(log, entry, entry)
         profile_id = json.loads(found[0][1][b"event"])["payload"]["profile_id"]
-        await client.publish(
-            inbound("ProfileRenamed", member.name, {"profile_id": profile_id, "name": "renamed"})
-        )
-        await client.publish_and_wait(
-            inbound("ProfileDeleted", member.name, {"profile_id": profile_id}), 30
-        )
+        rename = {"profile_id": profile_id, "name": "renamed"}
+        await client.publish(inbound("ProfileRenamed", member.name, rename))
+        await client.publish(inbound("ProfileDeleted", member.name, {"profile_id": profile_id}))
         cycles += 1
     return cycles
 
