@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.domain import events as ev
-from shared.domain.member import MemberState, Rules, decide, evolve
+from shared.domain.member import MAX_PROFILES, MemberState, Rules, decide, evolve
 from tests.unit.builders import DIM, V6_IMAGES, V7_IMAGES, Journal
 
 
@@ -379,3 +379,26 @@ def test_a_grid_shows_only_images_of_its_profiles_family(alice: Journal) -> None
     error = alice.reject(ev.GridServed(grid_id="g1", image_ids=[V7_IMAGES[0], V6_IMAGES[0]]))
     assert (error.code, error.field) == ("VERSION_MISMATCH", "payload.image_ids")
     assert repr(V6_IMAGES[0]) in error.message and "V7" in error.message
+
+
+def test_rule5_the_profile_limit_has_its_own_code_not_the_prompt_limits(unlocked: Journal) -> None:
+    """``TOO_MANY_PROFILES`` is the resolver's limit of ``--p`` values; a member who has as
+    many profiles as allowed gets ``PROFILE_LIMIT``, which names that limit."""
+    for n in range(MAX_PROFILES - 1):
+        unlocked.send(ev.ProfileCreated(name=f"p{n}"))
+    error = unlocked.reject(ev.ProfileCreated(name="one too many"))
+    assert (error.code, error.field) == ("PROFILE_LIMIT", "type")
+    assert f"at most {MAX_PROFILES} profiles" in error.message
+
+
+def test_rule6_deleted_profiles_leave_the_state_but_are_still_told_apart(
+    unlocked: Journal,
+) -> None:
+    [created] = unlocked.send(ev.ProfileCreated(name="Gone"))
+    assert isinstance(created, ev.ProfileCreated) and created.profile_id
+    unlocked.send(ev.ProfileDeleted(profile_id=created.profile_id))
+    assert created.profile_id not in unlocked.state.profiles
+    assert "Gone" not in unlocked.state.model_dump_json()
+    error = unlocked.reject(ev.ProfileRenamed(profile_id=created.profile_id, name="Back"))
+    assert error.code == "PROFILE_DELETED"
+    assert unlocked.send(ev.ProfileDeleted(profile_id=created.profile_id)) == []
