@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 from services.replay import CHUNK, Progress
 from shared.adapters.store import connect, text
 from shared.deadletter import DeadLetter
+from shared.domain.rpc import RPC_DEAD_LETTERS
 from shared.keys import all_partitions
 from shared.settings import Settings
 
@@ -42,12 +43,14 @@ FIELDS = {"selection-ingest": "data", "code-minter": "change"}
 
 
 async def letters(client: aioredis.Redis, settings: Settings) -> list[tuple[str, str, DeadLetter]]:
+    """Every dead letter: each partition's, then the RPC requests no one could answer."""
     found = []
-    for partition in all_partitions(settings.partitions):
-        entries: Any = await client.xrange(partition.dead_letters)
+    streams = [p.dead_letters for p in all_partitions(settings.partitions)] + [RPC_DEAD_LETTERS]
+    for stream in streams:
+        entries: Any = await client.xrange(stream)
         for entry_id, fields in entries:
             letter = DeadLetter.model_validate(json.loads(fields[b"dead"]))
-            found.append((partition.dead_letters, text(entry_id), letter))
+            found.append((stream, text(entry_id), letter))
     return found
 
 
@@ -60,16 +63,27 @@ async def redrive(
     for stream, entry_id, letter in await letters(client, settings):
         if (code and letter.code != code) or (ids and entry_id not in ids):
             continue
-        field = FIELDS.get(letter.service)
-        if field is None:
-            left.append(
-                f"{entry_id}: log entry {letter.entry_id} ({letter.reason}); the live projector "
-                "skipped it and replays skip it too"
-            )
+        why_not = _not_redrivable(stream, letter)
+        if why_not:
+            left.append(f"{entry_id}: {why_not}")
             continue
+        field = FIELDS[letter.service]
         await script(keys=[stream, letter.source], args=[entry_id, field, letter.original_bytes()])
         done += 1
     return done, left
+
+
+def _not_redrivable(stream: str, letter: DeadLetter) -> str:
+    """Why a letter cannot go back where it came from ('' if it can)."""
+    if stream == RPC_DEAD_LETTERS:
+        return f"an RPC request on {letter.source} ({letter.code}): its caller stopped waiting"
+    if letter.truncated:
+        return (f"only the first {len(letter.original_bytes())} of its {letter.original_size} "
+                "bytes were kept (TOO_LARGE): the publisher must send it again, smaller")  # fmt: skip
+    if letter.service not in FIELDS:
+        return (f"log entry {letter.entry_id} ({letter.reason}); the live projector skipped it "
+                "and replays skip it too")  # fmt: skip
+    return ""
 
 
 async def export(

@@ -7,7 +7,6 @@ position is the one the batch was read from, which makes a redelivered batch a n
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -172,9 +171,13 @@ def connect(url: str) -> aioredis.Redis:
 
 
 async def ensure_group(client: aioredis.Redis, stream: str, group: str) -> None:
-    """Create a consumer group at the stream's start (FastStream's own would start at ``$``)."""
-    with contextlib.suppress(ResponseError):
+    """Create a consumer group at the stream's start (FastStream's own would start at ``$``);
+    one that exists already is fine, any other refusal (NOPERM) is not."""
+    try:
         await client.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as error:
+        if not str(error).startswith("BUSYGROUP"):
+            raise
 
 
 def text(value: bytes | str | None) -> str:

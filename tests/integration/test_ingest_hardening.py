@@ -280,3 +280,16 @@ async def test_the_embedded_server_refuses_a_12_mib_entry_before_storing_it(
     await publisher.aclose()
     async with Client(settings.redis_url, settings.partitions) as client:
         assert await client.redis.xlen(inbox) == 0
+
+
+async def test_a_truncated_dead_letter_is_not_redriven_as_a_prefix(settings: Settings) -> None:
+    from services.redrive import redrive
+
+    huge = json.dumps(inbound("DefaultVersionSet", "ivy", {"version": "7" * (1 << 20)})).encode()
+    async with build(settings), Client(settings.redis_url, settings.partitions) as client:
+        await client.redis.xadd(client.inbox("ivy"), {"data": huge})
+        await eventually(lambda: dead_letters(client.redis, settings.partitions), bool)
+        done, left = await redrive(client.redis, settings, code="TOO_LARGE")
+        length = await client.redis.xlen(client.inbox("ivy"))
+    assert done == 0 and "only the first" in left[0] and "send it again" in left[0]
+    assert length == 0, "nothing was pushed back to the inbox"

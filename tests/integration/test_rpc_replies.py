@@ -121,3 +121,16 @@ def test_the_request_model_checks_reply_to_itself() -> None:
     for bad in ("pz:{p0}:log", "reply:42", "pz:reply:" + "x" * 7, "pz:reply:" + "x" * 101):
         with pytest.raises(ValueError, match="reply_to"):
             RpcRequest(member_id="a", reply_to=bad)
+
+
+async def test_ops_see_rpc_dead_letters_and_are_told_why_they_cannot_be_redriven(
+    settings: Settings, system: Client
+) -> None:
+    from services.redrive import letters, redrive
+
+    await system.redis.rpush(RESOLVE_RPC, request("alice", "pz:{p0}:log"))
+    await eventually(lambda: rpc_dead_letters(system.redis), lambda found: found)
+    [(stream, _, letter)] = await letters(system.redis, settings)
+    assert stream == "pz:rpc:dead" and letter.code == "INVALID_REPLY_TO"
+    done, left = await redrive(system.redis, settings)
+    assert done == 0 and "its caller stopped waiting" in left[0]
