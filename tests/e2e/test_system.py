@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,20 +14,6 @@ from shared.keys import partition_for
 from tests.helpers import catalog, dead_letters, eventually, grid_and_picks, register
 
 pytestmark = pytest.mark.e2e
-ENV = {"PZ_PARTITIONS": "2", "PZ_EMBED_DIM": "16", "PZ_UNLOCK_V7": "6", "PZ_MINT_EVERY": "6"}
-
-
-@pytest.fixture
-def stack(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    for name, value in ENV.items():
-        monkeypatch.setenv(name, value)
-    running = Stack(tmp_path, quiet=True, acl=True)
-    try:
-        running.start(timeout=60)
-        yield running
-    finally:
-        running.stop()
 
 
 def picks_for(member: str, grids: int, seed: int) -> list[dict[str, object]]:
