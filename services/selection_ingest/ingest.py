@@ -2,8 +2,9 @@
 
 A batch of inbox entries of one partition is decided in memory against the members'
 current states, then committed by one script that checks every state's version and every
-idempotency key, appends the events and the dead letters, stores the new states, pushes a
-receipt for every message it can address, acknowledges the entries and trims the inbox.
+idempotency key, appends the events and the dead letters, stores the new states,
+acknowledges the entries and trims the inbox; then its new images become visible, and a
+receipt is pushed for every message it can address.
 
 Idempotency keys belong to a member: ``(member_id, idempotency_key)`` is appended once and
 remembers the digest of the message it stood for, so a retry is a counted duplicate and a
@@ -219,10 +220,12 @@ class Ingest:
             plan = await self._plan(decoded, deliveries)
             for entry, reason in rejected:
                 self._reject(plan, entry, reason, deliveries, entry.address())
-            if await self._claim_images(plan.images) and await self._commit(
-                plan, [entry.entry_id for entry in entries]
-            ):
+            if not await self._claim_images(plan.images):
+                continue
+            logged = await self._commit(plan, [entry.entry_id for entry in entries])
+            if logged is not None:
                 await self._publish_images(plan.images)
+                await self._push_receipts(plan, logged)
                 return plan.stats
         raise RuntimeError(f"{self.partition.inbox}: gave up after {MAX_ATTEMPTS} conflicts")
 
@@ -418,7 +421,7 @@ class Ingest:
             states[member] = states[member].model_copy(update={name: found})
         return states
 
-    async def _commit(self, plan: Plan, ack: list[str]) -> bool:
+    async def _commit(self, plan: Plan, ack: list[str]) -> list[str] | None:
         """Run :data:`APPEND_BATCH`: a small header, then every event, dead letter and
         member state as an argument of its own (none of them is ever larger than about a
         message, so a server that caps arguments, ``proto-max-bulk-len``, accepts them)."""
@@ -436,8 +439,6 @@ class Ingest:
             "dead_kept": self.settings.dead_letters_kept,
             "stats": [[name, count] for name, count in sorted(plan.stats.items())],
             "sets": [list(change) for change in plan.sets],
-            "receipts": [list(receipt) for receipt in plan.receipts],
-            "receipt_ttl": self.settings.receipt_ttl_s,
             "log": part.log,
             "dead_letters": part.dead_letters,
             "stats_key": part.stats,
@@ -450,9 +451,21 @@ class Ingest:
         args += [state.model_dump_json() for state in plan.states.values()]
         keys = [part.log, part.dead_letters, part.stats, part.inbox]
         keys += [m[0] for m in members] + list(plan.idempotency)
-        keys += sorted({key for key, _, _ in plan.sets} | {r[0] for r in plan.receipts})
-        reply = await self.script(keys=keys, args=args)
-        return text(reply[0]) == "ok"
+        keys += sorted({key for key, _, _ in plan.sets})
+        reply: Any = await self.script(keys=keys, args=args)
+        return [text(i) for i in reply[1:]] if text(reply[0]) == "ok" else None
+
+    async def _push_receipts(self, plan: Plan, logged: list[str]) -> None:
+        """Once the batch is in the log and its images are visible. A crash before this
+        loses only receipts: their publishers send again and get ``duplicate``."""
+        if not plan.receipts:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key, body, first, count in plan.receipts:
+                ids = json.dumps(logged[first : first + count])
+                pipe.rpush(key, f'{body},"entry_ids":{ids}}}')
+                pipe.expire(key, self.settings.receipt_ttl_s)
+            await pipe.execute()
 
     async def _claim_images(self, images: dict[str, tuple[Decoded, ev.ImageRegistered]]) -> bool:
         """Claim every new image ID for the message that registers it, before its event is

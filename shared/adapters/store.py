@@ -19,8 +19,7 @@ APPEND_BATCH = """
 -- One batch of ingest, all or nothing. KEYS: every key below (one partition, one slot).
 -- ARGV[1]: JSON header {members: [[key, expected, version]], idempotency: [[key, digest]],
 --   ttl, events: n, dead: n, dead_kept, stats: [[field, n]], sets: [[key, 'add'|'remove',
---   member]], receipts: [[key, json without its closing brace, first event, n]],
---   receipt_ttl, log, dead_letters, stats_key, inbox, group, ack: [entry ids]};
+--   member]], log, dead_letters, stats_key, inbox, group, ack: [entry ids]};
 -- then the events, the dead letters and the members' states, one argument each.
 -- A member state is stored as '<version> <json>'.
 local plan = cjson.decode(ARGV[1])
@@ -50,12 +49,6 @@ for _, change in ipairs(plan.sets) do
   redis.call(change[2] == 'add' and 'SADD' or 'SREM', change[1], change[3])
 end
 for _, stat in ipairs(plan.stats) do redis.call('HINCRBY', plan.stats_key, stat[1], stat[2]) end
-for _, receipt in ipairs(plan.receipts) do
-  local logged = {}
-  for i = 1, receipt[4] do logged[i] = '"' .. ids[1 + receipt[3] + i] .. '"' end
-  redis.call('RPUSH', receipt[1], receipt[2] .. ',"entry_ids":[' .. table.concat(logged, ',') .. ']}')
-  redis.call('EXPIRE', receipt[1], plan.receipt_ttl)
-end
 if #plan.ack > 0 then
   redis.call('XACK', plan.inbox, plan.group, unpack(plan.ack))
   -- Everything below the oldest pending entry is acknowledged: keep the inbox short.

@@ -11,8 +11,8 @@ Status = Literal["accepted", "ignored", "duplicate", "rejected"]
 
 class Receipt(BaseModel):
     """Pushed to ``pz:{pN}:receipt:<member_id>|<idempotency_key>`` (N: the partition of the
-    inbox the message was published to) in the same step that appends its events; kept
-    ``PZ_RECEIPT_TTL_S``. Wait for it with ``BLPOP``."""
+    inbox the message was published to) once its events are in the log and its images can be
+    shown; kept ``PZ_RECEIPT_TTL_S``. Wait for it with ``BLPOP``; without one, send again."""
 
     schema_version: int = 1
     status: Status = Field(
@@ -25,6 +25,5 @@ class Receipt(BaseModel):
     field: str | None = Field(default=None, description="rejected: the field at fault")
 
     def body_without_entries(self) -> str:
-        """Its JSON without ``entry_ids`` and the closing brace: the append script adds the
-        IDs it gets from the log."""
+        """Its JSON without ``entry_ids`` and the closing brace, for the IDs the log gives."""
         return self.model_dump_json(exclude_none=True, exclude={"entry_ids"})[:-1]
