@@ -111,7 +111,6 @@ class Projector:
         projection = await self._load(partition, logged, warm)
         for entry_id, event, payload in logged:
             projection.fold(entry_id, event, payload)
-        projection.flush_learners()
         last = entries[-1][0]
         committed = await self._commit(partition, position, last, projection)
         if committed:
@@ -186,25 +185,23 @@ class Projector:
         self, partition: Partition, position: str, last: str, projection: Projection
     ) -> bool:
         keys = partition.read_model(self.generation)
+        changed = projection.changed()
         writes: dict[str, bytes] = {}
-        for member_id in sorted(projection.dirty_members):
-            writes[keys.member(member_id)] = projection.members[member_id].to_bytes()
-        for profile_id in sorted(projection.written_profiles):
-            writes[keys.profile(profile_id)] = projection.profiles[profile_id].to_bytes()
-        for code, view in sorted(projection.codes.items()):
+        for member_id, member in changed.members.items():
+            writes[keys.member(member_id)] = member.to_bytes()
+        for profile_id, model in changed.profiles.items():
+            writes[keys.profile(profile_id)] = model.to_bytes()
+        for code, view in changed.codes.items():
             writes[keys.code(code)] = view.to_bytes()
-        for entry in projection.minted:
+        for entry in changed.member_codes:
             writes[keys.member_code(entry.member_id, entry.index)] = entry.to_bytes()
-        for deletion in projection.deletions:
+        for deletion in changed.deletions:
             writes[keys.member_deletion(deletion.member_id, deletion.index)] = deletion.to_bytes()
-        for model_id in sorted(projection.published):
-            writes[keys.prior(model_id)] = canonical_json(self.priors[model_id].to_payload())
-        if projection.published:
-            current = projection.published[projection.current_prior]
-            writes[keys.current_prior] = current.to_bytes()
-        changes = (
-            [change_bytes(c) for c in projection.changes.values()] if self.emit_changes else []
-        )
+        for model_id, prior in changed.priors.items():
+            writes[keys.prior(model_id)] = canonical_json(prior.to_payload())
+        if changed.current_prior is not None:
+            writes[keys.current_prior] = changed.current_prior.to_bytes()
+        changes = [change_bytes(c) for c in changed.profile_changes] if self.emit_changes else []
         stream = partition.changes if self.emit_changes else keys.position
         result = await self.script(
             keys=[keys.position, stream, *writes],

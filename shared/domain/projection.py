@@ -13,7 +13,7 @@ listed; both histories are append-only entries (:class:`MemberCode`,
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +49,21 @@ class ProfileChange:
     unlocked: bool
     vector: np.ndarray
     position: str
+
+
+@dataclass(frozen=True)
+class Changed:
+    """Every read model a batch wrote, and the profiles whose taste moved: what the committer
+    stores (at the batch's last position, in one atomic step) without knowing the fold."""
+
+    members: Mapping[str, MemberView]
+    profiles: Mapping[str, ProfileModel]
+    codes: Mapping[str, CodeView]
+    member_codes: Sequence[MemberCode]
+    deletions: Sequence[MemberDeletion]
+    priors: Mapping[str, TastePrior]
+    current_prior: PriorView | None
+    profile_changes: Sequence[ProfileChange]
 
 
 def touched_profiles(payload: ev.Payload) -> set[str]:
@@ -104,6 +119,20 @@ class Projection:
         handler(self, member, payload, event, position)
         self.members[event.member_id] = member.model_copy(update={"position": position})
         self.dirty_members.add(event.member_id)
+
+    def changed(self) -> Changed:
+        """What this batch wrote, each key once, in a deterministic order."""
+        self.flush_learners()
+        return Changed(
+            members={m: self.members[m] for m in sorted(self.dirty_members)},
+            profiles={p: self.profiles[p] for p in sorted(self.written_profiles)},
+            codes=dict(sorted(self.codes.items())),
+            member_codes=tuple(self.minted),
+            deletions=tuple(self.deletions),
+            priors={m: self.priors[m] for m in sorted(self.published)},
+            current_prior=self.published[self.current_prior] if self.published else None,
+            profile_changes=tuple(self.changes.values()),
+        )
 
     @property
     def written_profiles(self) -> set[str]:
