@@ -17,10 +17,14 @@ carries the log ``position`` it reflects. Under ``pz:{pN}:rm:<generation>:``:
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from shared.taste.learner import TasteLearner
+from shared.taste.prior import TastePrior
 
 from .families import DEFAULT_VERSION
 
@@ -103,6 +107,12 @@ class ProfileModel(View):
     position: str = "0-0"
     prior: str = Field(default="", description="model_id of the prior it learns with ('' = none)")
     summary: ProfileSummary | None = Field(default=None, description="only once deleted")
+
+    def learner(self, prior: TastePrior) -> TasteLearner:
+        """The profile's learner, which learns with ``prior`` (fresh before its first signal)."""
+        if not self.state:
+            return TasteLearner(prior)
+        return TasteLearner.from_state(prior, base64.b64decode(self.state))
 
 
 class MemberCode(View):
