@@ -38,6 +38,7 @@ from services.replay import rebuild
 from services.selection_ingest.app import build as build_ingest
 from shared.adapters.generation import active_generation
 from shared.adapters.metering import Counting
+from shared.adapters.readmodels import RedisReadModels
 from shared.adapters.server import EmbeddedServer
 from shared.adapters.store import text
 from shared.client import Client, inbound
@@ -203,7 +204,7 @@ async def folded(cycles: int) -> dict[str, Any]:
 async def resolving(url: str, settings: Settings, code: str) -> dict[str, Any]:
     pool = aioredis.ConnectionPool.from_url(url, connection_class=Counting)
     client = aioredis.Redis(connection_pool=pool)
-    resolver = Resolver(client, settings)
+    resolver = Resolver(RedisReadModels(client, settings), settings)
     await resolver.generation()
     shared = ResolveRequest(member_id="bob", prompt=f"a cat --p {code}")
     own = ResolveRequest(member_id="ann", prompt=f"a cat --p {code}")

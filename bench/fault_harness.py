@@ -44,6 +44,7 @@ from services.supervisor import SERVICES, Stack
 from shared.adapters.catalog import registered
 from shared.adapters.generation import active_generation
 from shared.adapters.lifecycle import alive_key
+from shared.adapters.readmodels import RedisReadModels
 from shared.adapters.server import EmbeddedServer
 from shared.adapters.store import text
 from shared.client import Client
@@ -986,17 +987,17 @@ async def compare_models(
     default version and defaults; ingest's likes, and its state version, which counts the
     events appended for the member (so one appended twice shows)."""
     generation = await active_generation(client)
+    store = RedisReadModels(client, Settings(partitions=config.partitions), generation)
     wrong: list[str] = []
     for sim in sims:
         partition = partition_for(sim.member, config.partitions)
         want = _expected(sim, ids.of(sim.member))
-        raw = await client.get(partition.read_model(generation).member(sim.member))
-        view = MemberView.from_bytes(raw) if raw else MemberView(member_id=sim.member)
+        found = (await store.read(members=[sim.member])).members
+        view = found.get(sim.member) or MemberView(member_id=sim.member)
         got: dict[str, Any] = view.model_dump(
             include={"personalization", "default_version", "defaults"}
         )
-        keys = partition.read_model(generation)
-        everyone = {**view.profiles, **await deleted_summaries(client, keys, view)}
+        everyone = {**view.profiles, **await deleted_summaries(store, view)}
         got["profiles"] = {
             i: (p.picks, p.name, p.deleted, p.is_global, p.family) for i, p in everyone.items()
         }

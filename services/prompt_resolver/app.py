@@ -16,6 +16,7 @@ from faststream import Context, FastStream
 from faststream.redis import ListSub
 from faststream.redis.message import RedisMessage
 
+from shared.adapters.readmodels import RedisReadModels
 from shared.adapters.service import service
 from shared.domain.listing import Listing
 from shared.domain.resolution import ResolveResponse
@@ -29,8 +30,7 @@ SERVICE = "prompt-resolver"
 
 def build(settings: Settings) -> FastStream:
     svc = service(SERVICE, "Resolves --p in prompts into conditioning.", settings)
-    client = svc.client
-    resolver = Resolver(client, settings)
+    resolver = Resolver(RedisReadModels(svc.client, settings), settings)
     replies = svc.replies()
 
     @svc.broker.subscriber(

@@ -16,6 +16,7 @@ from faststream import Context, FastStream
 from faststream.redis import ListSub
 from faststream.redis.message import RedisMessage
 
+from shared.adapters.readmodels import RedisReadModels
 from shared.adapters.service import service
 from shared.domain.grids import GridReply
 from shared.keys import GRID_RPC
@@ -28,7 +29,7 @@ SERVICE = "selection-grid"
 
 def build(settings: Settings) -> FastStream:
     svc = service(SERVICE, "Chooses the next grid to show a member, and records it.", settings)
-    grids = GridService(svc.client, settings)
+    grids = GridService(svc.client, RedisReadModels(svc.client, settings), settings)
     replies = svc.replies()
 
     @svc.broker.subscriber(

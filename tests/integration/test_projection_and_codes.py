@@ -11,6 +11,7 @@ from services.profile_projector.projector import Projector
 from services.prompt_resolver.resolver import Resolver
 from shared.adapters.generation import active_generation
 from shared.adapters.metering import Counting
+from shared.adapters.readmodels import RedisReadModels
 from shared.client import Client, inbound
 from shared.domain.resolution import ResolveRequest
 from shared.keys import all_partitions, partition_for
@@ -164,7 +165,7 @@ async def test_what_a_pick_and_a_resolve_read_does_not_grow_with_deleted_profile
     await unlock(system, "bob", 1)
     code = (await eventually(lambda: system.profiles("ann"), lambda f: f.codes)).codes[0].code
     pool = ConnectionPool.from_url(settings.redis_url, connection_class=Counting)
-    resolver = Resolver(Redis(connection_pool=pool), settings)
+    resolver = Resolver(RedisReadModels(Redis(connection_pool=pool), settings), settings)
     generation = await active_generation(system.redis)
     view_key = partition_for("ann", settings.partitions).read_model(generation).member("ann")
 
