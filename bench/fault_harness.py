@@ -45,11 +45,12 @@ from shared.adapters.catalog import registered
 from shared.adapters.generation import active_generation
 from shared.adapters.lifecycle import alive_key
 from shared.adapters.server import EmbeddedServer
-from shared.adapters.store import stored_state, text
+from shared.adapters.store import text
 from shared.client import Client
 from shared.deadletter import DeadLetter
 from shared.domain.events import LoggedEvent
 from shared.domain.families import family_of
+from shared.domain.member import MemberState
 from shared.domain.views import MemberView
 from shared.keys import Partition, all_partitions, partition_for
 from shared.settings import Settings
@@ -1001,7 +1002,7 @@ async def compare_models(
         }
         wrong += _differences(sim.member, "read model", got, want)
         stored: Any = await client.get(partition.member_state(sim.member))
-        state = stored_state(stored)
+        state = MemberState.from_bytes(stored)
         got = state.model_dump(include={"personalization", "default_version", "defaults"})
         got["profiles"] = {
             i: (p.ratings, p.name, p.deleted, p.is_global, p.family)

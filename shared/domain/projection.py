@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import singledispatch, wraps
-from typing import Any, TypeVar, cast
+from typing import Annotated, Any, TypeVar, cast
 
 import numpy as np
+from pydantic import ConfigDict, PlainSerializer, PlainValidator
 
 from shared.taste.learner import TasteLearner
 from shared.taste.prior import TastePrior
@@ -34,14 +35,26 @@ from .views import (
     PriorView,
     ProfileModel,
     ProfileSummary,
+    View,
 )
 
 Embeddings = Callable[[Iterable[str]], Mapping[str, np.ndarray]]
 
 
-@dataclass(frozen=True)
-class ProfileChange:
-    """A profile whose taste moved: what code-minter needs to decide on a new code."""
+def _vector(value: object) -> np.ndarray:
+    return ev.decode_vector(value) if isinstance(value, str) else np.asarray(value, np.float64)
+
+
+Vector = Annotated[
+    np.ndarray, PlainValidator(_vector), PlainSerializer(ev.encode_vector, return_type=str)
+]
+
+
+class ProfileChange(View):
+    """A profile whose taste moved: what code-minter needs to decide on a new code (an
+    entry of the partition's change stream; ``vector`` travels as base64 float64)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     member_id: str
     profile_id: str
@@ -51,7 +64,7 @@ class ProfileChange:
     evidence: int
     picks: int
     unlocked: bool
-    vector: np.ndarray
+    vector: Vector
     position: str
 
 
