@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import sys
 from typing import Any
@@ -24,54 +23,27 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from shared.adapters.generation import active_generation
+from shared.adapters.readmodels import RedisReadModels
 from shared.adapters.store import connect
 from shared.domain import events as ev
-from shared.domain.views import PriorView, ProfileModel
-from shared.keys import all_partitions, image_key
+from shared.domain.ports import ReadModels
+from shared.keys import all_partitions
 from shared.settings import Settings
-from shared.taste.learner import TasteLearner
 from shared.taste.prior import TastePrior, estimate_prior
 
 SYSTEM = ""
 CATALOG_SAMPLE = 20_000
 
 
-async def catalog_embeddings(client: aioredis.Redis, limit: int = CATALOG_SAMPLE) -> np.ndarray:
-    keys = []
-    async for key in client.scan_iter(match=image_key("*"), count=1000):
-        keys.append(key)
-        if len(keys) >= limit:
-            break
-    rows = []
-    for start in range(0, len(keys), 500):
-        async with client.pipeline(transaction=False) as pipe:
-            for key in sorted(keys)[start : start + 500]:
-                pipe.hget(key, "emb")
-            rows += [np.frombuffer(raw, dtype="<f4") for raw in await pipe.execute() if raw]
-    if not rows:
-        raise ValueError("the catalog is empty: register images first")
-    return np.stack(rows).astype(np.float64)
-
-
 async def learned_profiles(
-    client: aioredis.Redis, settings: Settings, min_evidence: int
+    models: ReadModels, settings: Settings, min_evidence: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Posterior means (n, d) and the average posterior covariance (d, d) of every profile
     of the active generation with at least ``min_evidence`` signals."""
-    generation = await active_generation(client)
-    priors: dict[str, TastePrior] = {"": TastePrior.uninformed(settings.embed_dim)}
+    active = models.at(await models.active_generation())
     means, covariance, count = [], np.zeros((settings.embed_dim,) * 2), 0
-    for partition in all_partitions(settings.partitions):
-        keys = partition.read_model(generation)
-        async for key in client.scan_iter(match=keys.profile("*"), count=1000):
-            raw = await client.get(key)
-            model = ProfileModel.from_bytes(raw) if raw else None
-            if model is None or not model.state:
-                continue
-            if model.prior not in priors:
-                stored = await client.get(keys.prior(model.prior))
-                priors[model.prior] = TastePrior.from_payload(json.loads(stored or b"{}"))
-            learner = TasteLearner.from_state(priors[model.prior], base64.b64decode(model.state))
+    for partition in range(settings.partitions):
+        for learner in await active.learners(partition):
             if learner.evidence >= min_evidence:
                 means.append(learner.mean())
                 covariance += learner.covariance()
@@ -91,10 +63,9 @@ async def publish(
     event = ev.record(
         payload, event_id=f"taste-model:{model_id}", member_id=SYSTEM, occurred_at=now, now=now
     )
-    generation = await active_generation(client)
+    models = RedisReadModels(client, settings, await active_generation(client))
     for partition in all_partitions(settings.partitions):
-        current = await client.get(partition.read_model(generation).current_prior)
-        if current and PriorView.from_bytes(current).model_id == model_id:
+        if await models.current_prior(partition.index) == model_id:
             continue
         await client.xadd(partition.log, {"event": event.to_bytes()})
     return model_id
@@ -104,12 +75,13 @@ async def main_async(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     client = connect(settings.redis_url)
     try:
+        models = RedisReadModels(client, settings)
         if args.from_catalog:
-            embeddings = await catalog_embeddings(client)
+            embeddings = await models.catalog_sample(CATALOG_SAMPLE)
             prior = TastePrior.from_catalog(embeddings, args.rank)
             source: dict[str, Any] = {"catalog_images": len(embeddings), "profiles": 0}
         else:
-            means, covariance = await learned_profiles(client, settings, args.min_evidence)
+            means, covariance = await learned_profiles(models, settings, args.min_evidence)
             prior = estimate_prior(means, args.rank, posterior_covariance=covariance)
             source = {"profiles": len(means)}
         if prior.dim != settings.embed_dim:

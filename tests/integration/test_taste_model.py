@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from services.replay import rebuild, verify
-from services.taste_model import catalog_embeddings, learned_profiles, publish
+from services.taste_model import CATALOG_SAMPLE, learned_profiles, publish
 from shared.adapters.generation import active_generation
+from shared.adapters.readmodels import RedisReadModels
 from shared.client import Client
 from shared.domain.views import ProfileModel
 from shared.keys import partition_for
@@ -40,7 +41,8 @@ async def test_new_profiles_learn_with_the_latest_prior_and_a_replay_reproduces_
     await picks(system, "early", 3, seed=1)
     assert (await model_of(system, settings, "early")).prior == ""
 
-    bootstrap = TastePrior.from_catalog(await catalog_embeddings(system.redis), rank=4)
+    models = RedisReadModels(system.redis, settings)
+    bootstrap = TastePrior.from_catalog(await models.catalog_sample(CATALOG_SAMPLE), rank=4)
     first = await publish(system.redis, settings, bootstrap, profiles=0)
     for member, seed in (("m1", 2), ("m2", 3), ("m3", 4)):
         await picks(system, member, 4, seed)
@@ -50,7 +52,7 @@ async def test_new_profiles_learn_with_the_latest_prior_and_a_replay_reproduces_
         )
         assert model.prior == first
 
-    means, covariance = await learned_profiles(system.redis, settings, min_evidence=6)
+    means, covariance = await learned_profiles(models, settings, min_evidence=6)
     assert means.shape == (4, settings.embed_dim)
     second = await publish(
         system.redis, settings, estimate_prior(means, 3, posterior_covariance=covariance), 4
