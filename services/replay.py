@@ -43,6 +43,7 @@ from services.profile_projector.projector import Projector
 from shared.adapters.catalog import catalog_entry
 from shared.adapters.follower import Entry
 from shared.adapters.generation import active_generation
+from shared.adapters.readmodels import RedisReadModels
 from shared.adapters.store import connect, text
 from shared.domain import events as ev
 from shared.domain.families import family_of
@@ -259,13 +260,12 @@ async def rebuild_generation(
     total = await log_length(client, settings.partitions)
     progress = Progress(f"rebuild generation {generation}", total, quiet)
     rebuild = Rebuild(client, settings, generation, progress)
+    live = RedisReadModels(client, settings, active)
     for _ in range(MAX_ROUNDS):
         passed = 0
         for partition in all_partitions(settings.partitions):
             target = await (
-                log_head(client, partition)
-                if to_head
-                else stored_position(client, partition.read_model(active).position)
+                log_head(client, partition) if to_head else live.position(partition.index)
             )
             passed += await rebuild.catch_up(partition, target)
         if passed <= CHUNK:
@@ -334,14 +334,15 @@ async def verify(
 ) -> Verification:
     """Compare two generations wherever both models reflect the same log position."""
     result = Verification()
+    models = RedisReadModels(client, settings)
+    live_models, rebuilt_models = models.at(live), models.at(rebuilt)
     for partition in all_partitions(settings.partitions):
-        live_keys, rebuilt_keys = partition.read_model(live), partition.read_model(rebuilt)
-        rebuilt_at = position_of(await stored_position(client, rebuilt_keys.position))
-        live_from = position_of(await stored_position(client, live_keys.position))
-        a = await _models(client, live_keys.base)
-        live_to = position_of(await stored_position(client, live_keys.position))
-        b = await _models(client, rebuilt_keys.base)
-        for suffix in sorted((a.keys() | b.keys()) - {":pos"}):
+        rebuilt_at = position_of(await rebuilt_models.position(partition.index))
+        live_from = position_of(await live_models.position(partition.index))
+        a = await live_models.snapshot(partition.index)
+        live_to = position_of(await live_models.position(partition.index))
+        b = await rebuilt_models.snapshot(partition.index)
+        for suffix in sorted(a.keys() | b.keys()):
             found = verdict(a.get(suffix), b.get(suffix), (live_from, live_to), rebuilt_at)
             if found == SAME:
                 result.compared += 1
@@ -355,20 +356,13 @@ async def verify(
 async def behind_head(client: aioredis.Redis, settings: Settings, generation: int) -> list[str]:
     """The partitions whose log ``generation`` has not folded to the end."""
     behind = []
+    models = RedisReadModels(client, settings, generation)
     for partition in all_partitions(settings.partitions):
-        at = await stored_position(client, partition.read_model(generation).position)
+        at = await models.position(partition.index)
         head = await log_head(client, partition)
         if position_of(at) < position_of(head):
             behind.append(f"{partition.log} at {at}, head {head}")
     return behind
-
-
-async def _models(client: aioredis.Redis, base: str) -> dict[str, bytes]:
-    keys = sorted([text(k) async for k in client.scan_iter(match=f"{base}:*", count=1000)])
-    values: list[Any] = []
-    for start in range(0, len(keys), CHUNK):
-        values += await client.mget(keys[start : start + CHUNK])
-    return {k[len(base) :]: v for k, v in zip(keys, values, strict=True) if v is not None}
 
 
 async def switch(client: aioredis.Redis, generation: int) -> int:
