@@ -47,7 +47,6 @@ from shared.domain.listing import ListRequest
 from shared.domain.resolution import ResolveRequest
 from shared.keys import image_key, partition_for
 from shared.settings import Settings
-from shared.taste.prior import TastePrior
 
 DIM = 256
 IMAGES = [f"img{i}" for i in range(60)]
@@ -180,7 +179,9 @@ async def folded(cycles: int) -> dict[str, Any]:
         partition = partition_for("ann", settings.partitions)
         keys = partition.read_model(generation)
         view_bytes = await client.strlen(keys.member("ann"))
-        prior = TastePrior.uninformed(DIM)
+
+        def models() -> RedisReadModels:
+            return RedisReadModels(client, settings, generation)
 
         async def one_pick(projector: Projector) -> None:
             position = text(await client.get(keys.position))
@@ -188,10 +189,8 @@ async def folded(cycles: int) -> dict[str, Any]:
             entries: Any = await client.xrange(partition.log, min=entry_id, max=entry_id)
             assert await projector.apply(partition, position, [(entry_id, entries[0][1])])
 
-        cold = await timed(
-            lambda: one_pick(Projector(client, settings, prior, generation, False)), 7
-        )
-        warm_projector = Projector(client, settings, prior, generation, emit_changes=False)
+        cold = await timed(lambda: one_pick(Projector(models(), settings, emit_changes=False)), 7)
+        warm_projector = Projector(models(), settings, emit_changes=False)
         await one_pick(warm_projector)
         warm = await timed(lambda: one_pick(warm_projector), 7)
         result = {"cycles": cycles, "fold_s": fold_s, "view_bytes": view_bytes,

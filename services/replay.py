@@ -57,7 +57,6 @@ from shared.keys import (
     image_key,
 )
 from shared.settings import Settings
-from shared.taste.prior import TastePrior
 
 GENERATIONS = f"{PREFIX}:rm:generations"
 GENERATION_POSITION = re.compile(r"pz:\{p(\d+)\}:rm:(\d+):pos")
@@ -132,10 +131,6 @@ async def generations(client: aioredis.Redis) -> set[int]:
     return found
 
 
-async def stored_position(client: aioredis.Redis, key: str) -> str:
-    return text(await client.get(key)) or "0-0"
-
-
 async def log_head(client: aioredis.Redis, partition: Partition) -> str:
     last: Any = await client.xrevrange(partition.log, count=1)
     return text(last[0][0]) if last else "0-0"
@@ -179,18 +174,17 @@ class Rebuild:
         self.client = client
         self.generation = generation
         self.progress = progress
-        prior = TastePrior.uninformed(settings.embed_dim)
-        self.projector = Projector(client, settings, prior, generation, emit_changes=False)
+        self.models = RedisReadModels(client, settings, generation)
+        self.projector = Projector(self.models, settings, emit_changes=False)
         self.advance = client.register_script(ADVANCE)
         self.skipped: list[Skip] = []
 
     async def catch_up(self, partition: Partition, target: str) -> int:
         """Fold ``partition`` up to the entry ``target``; returns how many entries it passed."""
         skipped = await skips(self.client, partition)  # after the target: its skips are in
-        key = self.projector.position_key(partition)
         passed = 0
         while True:
-            position = await stored_position(self.client, key)
+            position = await self.models.position(partition.index)
             if position_of(position) >= position_of(target):
                 return passed
             chunk: Any = await self.client.xrange(
@@ -211,7 +205,7 @@ class Rebuild:
             await self._apply(partition, position, foldable)
             position = foldable[-1][0]
         if position != chunk[-1][0]:  # the chunk ends with skipped entries
-            key = self.projector.position_key(partition)
+            key = self.models.position_key(partition.index)
             if not await self.advance(keys=[key], args=[position, chunk[-1][0]]):
                 raise RuntimeError(f"generation {self.generation} was written by someone else")
 

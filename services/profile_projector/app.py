@@ -10,10 +10,10 @@ from faststream import FastStream
 from shared.adapters.follower import PartitionFollower
 from shared.adapters.generation import read_generation
 from shared.adapters.lifecycle import persistently
+from shared.adapters.readmodels import RedisReadModels
 from shared.adapters.service import service
 from shared.keys import Partition, all_partitions
 from shared.settings import Settings
-from shared.taste.prior import TastePrior
 
 from .projector import Projector
 
@@ -30,8 +30,8 @@ def build(settings: Settings) -> FastStream:
     @svc.app.after_startup
     async def start() -> None:
         generation = await persistently(lambda: read_generation(svc.client), SERVICE)
-        prior = TastePrior.uninformed(settings.embed_dim)
-        projector = Projector(svc.client, settings, prior, generation, follow_active=True)
+        models = RedisReadModels(svc.client, settings, generation)
+        projector = Projector(models, settings, follow_active=True)
         config = svc.follower_config(log, projector.position_key)
         partitions = all_partitions(settings.partitions)
         svc.tasks.start(

@@ -2,51 +2,18 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
-import redis.asyncio as aioredis
 
 from shared.adapters.follower import Entry
-from shared.adapters.store import APPLY_AT_POSITION, text
 from shared.domain import events as ev
-from shared.domain.projection import ProfileChange, Projection, reads
-from shared.domain.views import MemberView, PriorView, ProfileModel, canonical_json
-from shared.keys import ACTIVE_GENERATION, Partition, image_key
+from shared.domain.ports import ReadModels
+from shared.domain.projection import Projection, reads
+from shared.domain.views import MemberView, ProfileModel
+from shared.keys import Partition
 from shared.settings import Settings
 from shared.taste.learner import TasteLearner
-from shared.taste.prior import TastePrior
 
-EMBEDDING_CACHE = 200_000
 WARM_LIMIT = 50_000
-
-
-class EmbeddingCache:
-    """Catalog embeddings by image ID. Images are immutable, so a cached one never goes stale."""
-
-    def __init__(self, client: aioredis.Redis, limit: int = EMBEDDING_CACHE) -> None:
-        self.client = client
-        self.limit = limit
-        self.vectors: dict[str, np.ndarray] = {}
-
-    async def get_many(self, image_ids: Iterable[str]) -> Mapping[str, np.ndarray]:
-        wanted = set(image_ids)
-        missing = sorted(wanted - self.vectors.keys())
-        if missing:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for image_id in missing:
-                    pipe.hget(image_key(image_id), "emb")
-                replies = await pipe.execute()
-            if len(self.vectors) + len(missing) > self.limit:
-                self.vectors.clear()
-            for image_id, raw in zip(missing, replies, strict=True):
-                if raw is None:
-                    raise LookupError(f"image {image_id!r} is in the log but not in the catalog")
-                self.vectors[image_id] = np.frombuffer(raw, dtype="<f4").astype(np.float64)
-        return {image_id: self.vectors[image_id] for image_id in wanted}
 
 
 @dataclass
@@ -67,36 +34,25 @@ class Warm:
         return len(self.members) + len(self.profiles) < WARM_LIMIT
 
 
-def change_bytes(change: ProfileChange) -> bytes:
-    fields = {**change.__dict__, "vector": ev.encode_vector(change.vector)}
-    return json.dumps(fields, sort_keys=True).encode()
-
-
 class Projector:
     """Folds one partition's log into one generation of read models."""
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        models: ReadModels,
         settings: Settings,
-        prior: TastePrior,
-        generation: int,
         emit_changes: bool = True,
         follow_active: bool = False,
     ) -> None:
-        self.client = client
+        self.models = models
         self.settings = settings
-        self.priors: dict[str, TastePrior] = {"": prior}
-        self.generation = generation
         self.emit_changes = emit_changes
         self.follow_active = follow_active
-        self.embeddings = EmbeddingCache(client)
-        self.script = client.register_script(APPLY_AT_POSITION)
         self.thresholds = {"v6": settings.unlock_v6, "v7": settings.unlock_v7}
         self.warm: dict[int, Warm] = {}
 
     def position_key(self, partition: Partition) -> str:
-        return partition.read_model(self.generation).position
+        return self.models.position_key(partition.index)
 
     async def apply(self, partition: Partition, position: str, entries: list[Entry]) -> bool:
         if self.follow_active and await self._generation_moved():
@@ -125,10 +81,10 @@ class Projector:
 
     async def _generation_moved(self) -> bool:
         """After a replay switched generations, continue in the new one from its position."""
-        active = int(text(await self.client.get(ACTIVE_GENERATION)) or self.generation)
-        if active == self.generation:
+        active = await self.models.active_generation()
+        if active == self.models.generation:
             return False
-        self.generation = active
+        self.models = self.models.at(active)
         self.warm.clear()
         return True
 
@@ -138,73 +94,31 @@ class Projector:
         logged: list[tuple[str, ev.LoggedEvent, ev.Payload]],
         warm: Warm,
     ) -> Projection:
-        keys = partition.read_model(self.generation)
         members = sorted({e.member_id for _, e, _ in logged} - warm.members.keys())
         needed = [reads(payload) for _, _, payload in logged]
         profiles = sorted({p for r in needed for p in r.profiles} - warm.profiles.keys())
         images = {i for r in needed for i in r.images}
-        replies: list[Any] = []
-        if members or profiles:
-            replies = await self.client.mget(
-                [keys.member(m) for m in members] + [keys.profile(p) for p in profiles]
-            )
-        for member, raw in zip(members, replies, strict=False):
-            if raw is not None:
-                warm.members[member] = MemberView.from_bytes(raw)
-        for profile, raw in zip(profiles, replies[len(members) :], strict=True):
-            if raw is not None:
-                warm.profiles[profile] = ProfileModel.from_bytes(raw)
-        current = await self._current_prior(partition, warm)
-        await self._known_priors(partition, {current} | {m.prior for m in warm.profiles.values()})
+        found = await self.models.read(
+            members=members, profiles=profiles, partition=partition.index
+        )
+        warm.members |= found.members
+        warm.profiles |= found.profiles
+        current = warm.current_prior
+        if current is None:
+            current = await self.models.current_prior(partition.index)
+        wanted = {current} | {m.prior for m in warm.profiles.values()}
         return Projection(
             members=warm.members,
             profiles=warm.profiles,
             learners=warm.learners,
-            priors=self.priors,
+            priors=await self.models.priors(partition.index, wanted),
             current_prior=current,
             thresholds=self.thresholds,
-            embeddings=await self.embeddings.get_many(images),
+            embeddings=await self.models.embeddings(images),
         )
-
-    async def _current_prior(self, partition: Partition, warm: Warm) -> str:
-        if warm.current_prior is not None:
-            return warm.current_prior
-        raw = await self.client.get(partition.read_model(self.generation).current_prior)
-        return PriorView.from_bytes(raw).model_id if raw else ""
-
-    async def _known_priors(self, partition: Partition, wanted: set[str]) -> None:
-        """Load the priors (published in this partition's log) that profiles learn with."""
-        keys = partition.read_model(self.generation)
-        for model_id in sorted(wanted - self.priors.keys()):
-            raw = await self.client.get(keys.prior(model_id))
-            if raw is None:
-                raise LookupError(f"prior {model_id} is not in {keys.base}")
-            self.priors[model_id] = TastePrior.from_payload(json.loads(raw))
 
     async def _commit(
         self, partition: Partition, position: str, last: str, projection: Projection
     ) -> bool:
-        keys = partition.read_model(self.generation)
         changed = projection.changed()
-        writes: dict[str, bytes] = {}
-        for member_id, member in changed.members.items():
-            writes[keys.member(member_id)] = member.to_bytes()
-        for profile_id, model in changed.profiles.items():
-            writes[keys.profile(profile_id)] = model.to_bytes()
-        for code, view in changed.codes.items():
-            writes[keys.code(code)] = view.to_bytes()
-        for entry in changed.member_codes:
-            writes[keys.member_code(entry.member_id, entry.index)] = entry.to_bytes()
-        for deletion in changed.deletions:
-            writes[keys.member_deletion(deletion.member_id, deletion.index)] = deletion.to_bytes()
-        for model_id, prior in changed.priors.items():
-            writes[keys.prior(model_id)] = canonical_json(prior.to_payload())
-        if changed.current_prior is not None:
-            writes[keys.current_prior] = changed.current_prior.to_bytes()
-        changes = [change_bytes(c) for c in changed.profile_changes] if self.emit_changes else []
-        stream = partition.changes if self.emit_changes else keys.position
-        result = await self.script(
-            keys=[keys.position, stream, *writes],
-            args=[position, last, len(changes), *writes.values(), *changes],
-        )
-        return bool(result)
+        return await self.models.commit(partition.index, position, last, changed, self.emit_changes)

@@ -95,19 +95,6 @@ end
 return entries
 """
 
-APPLY_AT_POSITION = """
--- KEYS: position, changes stream ('' to emit none), view keys (v of them)
--- ARGV: expected position, new position, c changes, v values, c changes
-local current = redis.call('GET', KEYS[1]) or '0-0'
-if current ~= ARGV[1] then return 0 end
-local v = #KEYS - 2
-local c = tonumber(ARGV[3])
-for i = 1, v do redis.call('SET', KEYS[2 + i], ARGV[3 + i]) end
-for i = 1, c do redis.call('XADD', KEYS[2], '*', 'change', ARGV[3 + v + i]) end
-redis.call('SET', KEYS[1], ARGV[2])
-return 1
-"""
-
 MINT_AT_POSITION = """
 -- KEYS: position, log, changes stream, then per mint: profile state key, code key
 -- ARGV: expected position, new position, n, then per mint: code claim, state, event

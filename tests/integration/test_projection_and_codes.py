@@ -16,7 +16,6 @@ from shared.client import Client, inbound
 from shared.domain.resolution import ResolveRequest
 from shared.keys import all_partitions, partition_for
 from shared.settings import Settings
-from shared.taste.prior import TastePrior
 from tests.helpers import catalog, eventually, grid_and_picks, log_events, register
 
 
@@ -71,10 +70,8 @@ async def test_a_redelivered_batch_changes_nothing(system: Client, settings: Set
     await unlock(system, "carol", settings.unlock_v7)
     await eventually(lambda: system.profiles("carol"), lambda found: len(found.codes) == 1)
     partition = partition_for("carol", settings.partitions)
-    projector = Projector(
-        system.redis, settings, TastePrior.uninformed(settings.embed_dim),
-        await active_generation(system.redis),
-    )  # fmt: skip
+    generation = await active_generation(system.redis)
+    projector = Projector(RedisReadModels(system.redis, settings, generation), settings)
     entries = [(i.decode(), f) for i, f in await system.redis.xrange(partition.log)]
     assert await projector.apply(partition, "0-0", entries) is False
     minter = Minter(system.redis, settings)
@@ -97,9 +94,8 @@ async def test_replay_into_a_fresh_generation_gives_byte_identical_read_models(
     await eventually(lambda: system.profiles("dan"), lambda found: found.personalization)
     live = await active_generation(system.redis)
     replay = Projector(
-        system.redis, settings, TastePrior.uninformed(settings.embed_dim), live + 1,
-        emit_changes=False,
-    )  # fmt: skip
+        RedisReadModels(system.redis, settings, live + 1), settings, emit_changes=False
+    )
     for partition in all_partitions(settings.partitions):
         entries = [(i.decode(), f) for i, f in await system.redis.xrange(partition.log)]
         if entries:

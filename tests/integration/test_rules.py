@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from services.profile_projector.projector import Projector
+from shared.adapters.readmodels import RedisReadModels
 from shared.client import Client, inbound
 from shared.keys import ACTIVE_GENERATION, all_partitions
 from shared.settings import Settings
-from shared.taste.prior import TastePrior
 from tests.helpers import eventually, log_events, register
 
 from .rules_helpers import (
@@ -321,9 +321,8 @@ async def _rebuild_into_generation(client: Client, settings: Settings, generatio
     """Replay the whole log into a fresh generation, make it the active one, and drop the old
     generation's codes so that only the rebuilt read models can answer for them."""
     replay = Projector(
-        client.redis, settings, TastePrior.uninformed(settings.embed_dim),
-        generation=generation, emit_changes=False,
-    )  # fmt: skip
+        RedisReadModels(client.redis, settings, generation), settings, emit_changes=False
+    )
     for partition in all_partitions(settings.partitions):
         log: Any = await client.redis.xrange(partition.log)
         entries = [(entry_id.decode(), fields) for entry_id, fields in log]
