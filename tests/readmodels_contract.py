@@ -9,7 +9,6 @@ reading the change stream, switching generations, reopening the store without ca
 from __future__ import annotations
 
 import base64
-import zlib
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 from shared.adapters.catalog import catalog_entry
 from shared.adapters.readmodels import KeyedReadModels
 from shared.domain import events as ev
+from shared.domain.partitions import partition_of
 from shared.domain.projection import Changed, ProfileChange
 from shared.domain.views import MemberCode, MemberDeletion, PriorView, ProfileModel
 from shared.settings import Settings
@@ -32,7 +32,7 @@ UNINFORMED = TastePrior.uninformed(DIM).fingerprint()
 
 
 def home(member_id: str) -> int:
-    return zlib.crc32(member_id.encode()) % SETTINGS.partitions
+    return partition_of(member_id, SETTINGS.partitions)
 
 
 def named(partition: int, prefix: str, count: int = 1) -> list[str]:

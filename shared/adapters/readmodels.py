@@ -15,12 +15,14 @@ import json
 from abc import ABC, abstractmethod
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, Self, TypeVar
 
 import numpy as np
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
+from shared.domain.partitions import partition_of
 from shared.domain.ports import Found
 from shared.domain.projection import Changed
 from shared.domain.views import (
@@ -33,7 +35,7 @@ from shared.domain.views import (
     View,
     canonical_json,
 )
-from shared.keys import ACTIVE_GENERATION, Partition, ReadModelKeys, image_key, partition_of
+from shared.keys import ACTIVE_GENERATION, Partition, ReadModelKeys, image_key
 from shared.settings import Settings
 from shared.taste.learner import TasteLearner
 from shared.taste.prior import TastePrior
@@ -71,6 +73,18 @@ MODELS: tuple[tuple[Callable[[ReadModelKeys, str], str], type[View]], ...] = (
 )  # what :meth:`KeyedReadModels.read` reads, in the order of :class:`Found`'s fields
 
 
+@dataclass(frozen=True)
+class Writes:
+    """What one commit stores in a partition: ``values`` by key, the profile changes to emit
+    (None: emit none), and the position it moves from ``position`` to ``last``."""
+
+    partition: int
+    position: str
+    last: str
+    values: Mapping[str, bytes]
+    changes: Sequence[bytes] | None
+
+
 class LruCache(Generic[K, V]):
     """At most ``limit`` values; the least recently used goes first."""
 
@@ -105,6 +119,26 @@ def prior_bytes(prior: TastePrior) -> bytes:
 
 def prior_from_bytes(stored: bytes) -> TastePrior:
     return TastePrior.from_payload(json.loads(stored))
+
+
+def stored_values(keys: ReadModelKeys, changed: Changed) -> dict[str, bytes]:
+    """Every model a batch changed, in its stored form, by its key."""
+    values: dict[str, bytes] = {}
+    for member_id, member in changed.members.items():
+        values[keys.member(member_id)] = member.to_bytes()
+    for profile_id, model in changed.profiles.items():
+        values[keys.profile(profile_id)] = model.to_bytes()
+    for code, view in changed.codes.items():
+        values[keys.code(code)] = view.to_bytes()
+    for entry in changed.member_codes:
+        values[keys.member_code(entry.member_id, entry.index)] = entry.to_bytes()
+    for deletion in changed.deletions:
+        values[keys.member_deletion(deletion.member_id, deletion.index)] = deletion.to_bytes()
+    for model_id, prior in changed.priors.items():
+        values[keys.prior(model_id)] = prior_bytes(prior)
+    if changed.current_prior is not None:
+        values[keys.current_prior] = changed.current_prior.to_bytes()
+    return values
 
 
 class KeyedReadModels(ABC):
@@ -157,21 +191,22 @@ class KeyedReadModels(ABC):
         return Found(*found)
 
     async def member_codes(self, member: MemberView) -> list[CodeView]:
-        keys = self.keys(partition_of(member.member_id, self.partitions))
+        home = partition_of(member.member_id, self.partitions)
+        keys = self.keys(home)
         numbered = reversed(range(member.codes_minted))
         entry_keys = [keys.member_code(member.member_id, i) for i in numbered]
-        entries = await self._views(member, MemberCode, entry_keys)
-        return await self._views(member, CodeView, [keys.code(e.code) for e in entries])
+        entries = await self._views(home, MemberCode, entry_keys)
+        return await self._views(home, CodeView, [keys.code(e.code) for e in entries])
 
     async def deletions(self, member: MemberView) -> list[MemberDeletion]:
-        keys = self.keys(partition_of(member.member_id, self.partitions))
+        home = partition_of(member.member_id, self.partitions)
+        keys = self.keys(home)
         numbered = range(member.profiles_deleted)
         deletion_keys = [keys.member_deletion(member.member_id, i) for i in numbered]
-        return await self._views(member, MemberDeletion, deletion_keys)
+        return await self._views(home, MemberDeletion, deletion_keys)
 
-    async def _views(self, member: MemberView, view: type[T], keys: Sequence[str]) -> list[T]:
-        """The views at ``keys`` (in the member's partition) that exist, in order."""
-        partition = partition_of(member.member_id, self.partitions)
+    async def _views(self, partition: int, view: type[T], keys: Sequence[str]) -> list[T]:
+        """The views at ``keys`` that exist, in order."""
         found = await self.values([(partition, key) for key in keys])
         return [view.from_bytes(stored) for stored in found if stored is not None]
 
@@ -241,24 +276,9 @@ class KeyedReadModels(ABC):
     async def commit(
         self, partition: int, position: str, last: str, changed: Changed, emit_changes: bool
     ) -> bool:
-        keys = self.keys(partition)
-        writes: dict[str, bytes] = {}
-        for member_id, member in changed.members.items():
-            writes[keys.member(member_id)] = member.to_bytes()
-        for profile_id, model in changed.profiles.items():
-            writes[keys.profile(profile_id)] = model.to_bytes()
-        for code, view in changed.codes.items():
-            writes[keys.code(code)] = view.to_bytes()
-        for entry in changed.member_codes:
-            writes[keys.member_code(entry.member_id, entry.index)] = entry.to_bytes()
-        for deletion in changed.deletions:
-            writes[keys.member_deletion(deletion.member_id, deletion.index)] = deletion.to_bytes()
-        for model_id, prior in changed.priors.items():
-            writes[keys.prior(model_id)] = prior_bytes(prior)
-        if changed.current_prior is not None:
-            writes[keys.current_prior] = changed.current_prior.to_bytes()
+        values = stored_values(self.keys(partition), changed)
         changes = [c.to_bytes() for c in changed.profile_changes] if emit_changes else None
-        if not await self.apply(partition, position, last, writes, changes):
+        if not await self.apply(Writes(partition, position, last, values, changes)):
             return False
         for model_id, prior in changed.priors.items():
             self.cached_priors.put(model_id, prior)
@@ -298,32 +318,19 @@ class KeyedReadModels(ABC):
         """Up to ``limit`` image IDs of the catalog."""
 
     @abstractmethod
-    async def apply(
-        self,
-        partition: int,
-        position: str,
-        last: str,
-        writes: Mapping[str, bytes],
-        changes: Sequence[bytes] | None,
-    ) -> bool:
-        """Set ``writes``, emit ``changes`` (if not None) and move the position, if it is
-        still ``position``."""
+    async def apply(self, writes: Writes) -> bool:
+        """Store ``writes`` if the position is still the one they were made at."""
 
 
 async def apply_at_position(
-    script: AsyncScript,
-    position_key: str,
-    changes_stream: str | None,
-    expected: str,
-    new: str,
-    writes: Mapping[str, bytes],
-    changes: Sequence[bytes],
+    script: AsyncScript, position_key: str, changes_stream: str | None, writes: Writes
 ) -> bool:
-    """Run :data:`APPLY_AT_POSITION`: every write and change, and the new position, or none."""
+    """Run :data:`APPLY_AT_POSITION`: every value and change, and the new position, or none."""
     stream = changes_stream or position_key  # a key of the same slot; nothing is added to it
+    changes = writes.changes or []
     result = await script(
-        keys=[position_key, stream, *writes],
-        args=[expected, new, len(changes), *writes.values(), *changes],
+        keys=[position_key, stream, *writes.values],
+        args=[writes.position, writes.last, len(changes), *writes.values.values(), *changes],
     )
     return bool(result)
 
@@ -369,17 +376,10 @@ class RedisReadModels(KeyedReadModels):
                 break
         return found
 
-    async def apply(
-        self,
-        partition: int,
-        position: str,
-        last: str,
-        writes: Mapping[str, bytes],
-        changes: Sequence[bytes] | None,
-    ) -> bool:
-        stream = Partition(partition).changes if changes is not None else None
+    async def apply(self, writes: Writes) -> bool:
+        stream = Partition(writes.partition).changes if writes.changes is not None else None
         return await apply_at_position(
-            self.script, self.position_key(partition), stream, position, last, writes, changes or []
+            self.script, self.position_key(writes.partition), stream, writes
         )
 
 
@@ -413,18 +413,11 @@ class InMemoryReadModels(KeyedReadModels):
     async def catalog_images(self, limit: int) -> list[str]:
         return sorted(self.catalog)[:limit]
 
-    async def apply(
-        self,
-        partition: int,
-        position: str,
-        last: str,
-        writes: Mapping[str, bytes],
-        changes: Sequence[bytes] | None,
-    ) -> bool:
-        key = self.position_key(partition)
-        if (text(self.stored.get(key)) or "0-0") != position:
+    async def apply(self, writes: Writes) -> bool:
+        key = self.position_key(writes.partition)
+        if (text(self.stored.get(key)) or "0-0") != writes.position:
             return False
-        self.stored |= writes
-        self.changes[partition] += changes or []
-        self.stored[key] = last.encode()
+        self.stored |= writes.values
+        self.changes[writes.partition] += writes.changes or []
+        self.stored[key] = writes.last.encode()
         return True

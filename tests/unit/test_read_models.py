@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.adapters.readmodels import InMemoryReadModels, KeyedReadModels
+from shared.adapters.readmodels import InMemoryReadModels, KeyedReadModels, LruCache
 from tests.readmodels_contract import SETTINGS, ReadModelsContract
 
 
@@ -30,3 +30,12 @@ class TestInMemoryReadModels(ReadModelsContract):
         fresh = InMemoryReadModels(SETTINGS, models.generation)
         fresh.stored, fresh.catalog, fresh.changes = models.stored, models.catalog, models.changes
         return fresh
+
+
+def test_the_cache_keeps_the_most_recently_used_values_up_to_its_limit() -> None:
+    cache: LruCache[str, int] = LruCache(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == 1
+    cache.put("c", 3)
+    assert (cache.get("a"), cache.get("b"), cache.get("c"), len(cache)) == (1, None, 3, 2)
