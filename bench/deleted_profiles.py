@@ -34,7 +34,7 @@ from services.profile_projector.app import build as build_projector
 from services.profile_projector.projector import Projector
 from services.prompt_resolver.app import build as build_resolver
 from services.prompt_resolver.resolver import Resolver
-from services.replay import rebuild
+from services.replay import rebuild_generation
 from services.selection_ingest.app import build as build_ingest
 from shared.adapters.generation import active_generation
 from shared.adapters.metering import Counting
@@ -174,7 +174,7 @@ async def folded(cycles: int) -> dict[str, Any]:
         await append(client, settings, history.bob() + history.unlocked() + history.cycles(cycles))
         generation = await active_generation(client)
         started = time.perf_counter()
-        await rebuild(client, settings, generation, quiet=True)
+        await rebuild_generation(client, settings, generation, quiet=True, to_head=True)
         fold_s = time.perf_counter() - started
         partition = partition_for("ann", settings.partitions)
         keys = partition.read_model(generation)
