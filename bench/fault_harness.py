@@ -39,8 +39,6 @@ from redis.exceptions import RedisError
 
 from bench.restore_cycle import RestoreReport, restore_cycle
 from services.prompt_resolver.resolver import deleted_summaries
-from services.replay import rebuild, verify
-from services.supervisor import SERVICES, Stack
 from shared.adapters.catalog import registered
 from shared.adapters.generation import active_generation
 from shared.adapters.lifecycle import alive_key
@@ -53,6 +51,8 @@ from shared.domain.families import family_of
 from shared.domain.views import MemberView
 from shared.keys import Partition, all_partitions, partition_for
 from shared.settings import Settings
+from tools.replay import rebuild, verify
+from tools.supervisor import SERVICES, Stack
 
 Say = Callable[[str], None]
 REF = "@ref:"

@@ -18,12 +18,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from services.replay import export_log
-from services.supervisor import Stack
 from shared.adapters.server import EmbeddedServer
 from shared.client import Client
 from shared.keys import all_partitions
 from shared.settings import Settings
+from tools.replay import export_log
+from tools.supervisor import Stack
 
 QUIET_S = 4.0
 
@@ -115,9 +115,9 @@ async def restore_cycle(
 
 
 async def _import(url: str, path: Path) -> None:
-    """``python -m services.replay import FILE``, as an operator runs it."""
+    """``python -m tools.replay import FILE``, as an operator runs it."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.replay", "import", str(path),
+        sys.executable, "-m", "tools.replay", "import", str(path),
         env={**os.environ, "REDIS_URL": url, "PZ_GENERATION_GRACE_S": "0"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip

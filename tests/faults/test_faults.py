@@ -17,9 +17,9 @@ import pytest
 import redis
 
 from bench.fault_harness import FaultConfig, run_faults
-from services.supervisor import SERVICES, Stack, service_command
 from shared.adapters.lifecycle import alive_key
 from shared.adapters.server import EmbeddedServer
+from tools.supervisor import SERVICES, Stack, service_command
 
 pytestmark = pytest.mark.faults
 
