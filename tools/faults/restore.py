@@ -25,6 +25,8 @@ from shared.settings import Settings
 from tools.replay import export_log
 from tools.supervisor import Stack
 
+from .config import Say
+
 QUIET_S = 4.0
 
 
@@ -74,7 +76,7 @@ async def restore_cycle(
     original_url: str,
     members: list[str],
     data_dir: Path,
-    say: Any,
+    say: Say,
     acl: bool = True,
 ) -> RestoreReport:
     """Export from ``original_url`` (its services still running and drained), restore into a
