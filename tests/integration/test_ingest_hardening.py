@@ -284,7 +284,7 @@ async def test_the_embedded_server_refuses_a_12_mib_entry_before_storing_it(
 
 
 async def test_a_truncated_dead_letter_is_not_redriven_as_a_prefix(settings: Settings) -> None:
-    from services.redrive import redrive
+    from tools.redrive import redrive
 
     huge = json.dumps(inbound("DefaultVersionSet", "ivy", {"version": "7" * (1 << 20)})).encode()
     async with build(settings), Client(settings.redis_url, settings.partitions) as client:
