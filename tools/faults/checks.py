@@ -19,10 +19,11 @@ from redis.exceptions import RedisError
 from services.prompt_resolver.resolver import deleted_summaries
 from shared.adapters.catalog import registered
 from shared.adapters.generation import active_generation
-from shared.adapters.store import stored_state, text
+from shared.adapters.store import text
 from shared.client import Client
 from shared.deadletter import DeadLetter
 from shared.domain.events import LoggedEvent
+from shared.domain.member import MemberState
 from shared.domain.views import MemberView
 from shared.keys import all_partitions, partition_for
 from shared.settings import Settings
@@ -321,7 +322,7 @@ async def ingest_state_of(
     """Ingest's state of the member, with the sets beside it, in the simulation's terms."""
     partition = partition_for(member, config.partitions)
     stored: Any = await client.get(partition.member_state(member))
-    state = stored_state(stored)
+    state = MemberState.from_bytes(stored)
     got = state.model_dump(include={"personalization", "default_version", "defaults"})
     got["profiles"] = {
         i: (p.ratings, p.name, p.deleted, p.is_global, p.family) for i, p in state.profiles.items()
