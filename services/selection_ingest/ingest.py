@@ -33,7 +33,6 @@ from shared.domain.member import (
     ImageInfo,
     MemberState,
     Rejected,
-    Rules,
     decide,
     evolve,
     needs,
@@ -193,11 +192,7 @@ class Ingest:
         self.client = client
         self.settings = settings
         self.partition = partition
-        self.rules = Rules(
-            unlock={"v6": settings.unlock_v6, "v7": settings.unlock_v7},
-            embed_dim=settings.embed_dim,
-            grids_kept=settings.grids_kept,
-        )
+        self.rules = settings.rules()
         self.script = client.register_script(APPEND_BATCH)
         self.claim_script = client.register_script(CLAIM_IMAGE)
         self.known_images: dict[str, ImageInfo] = {}
