@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from shared.adapters.follower import Entry
 from shared.domain import events as ev
 from shared.domain.ports import ReadModels
-from shared.domain.projection import Projection, reads
+from shared.domain.projection import Changed, Views, reads
 from shared.domain.views import MemberView, ProfileModel
 from shared.keys import Partition
 from shared.settings import Settings
@@ -32,6 +32,17 @@ class Warm:
 
     def small(self) -> bool:
         return len(self.members) + len(self.profiles) < WARM_LIMIT
+
+    def advanced(self, position: str, views: Views, changed: Changed) -> Warm:
+        """What the models hold once ``changed`` is committed at ``position``."""
+        self.members.update(changed.members)
+        self.profiles.update(changed.profiles)
+        for profile_id, learner in views.written_learners.items():
+            if learner is None:
+                self.learners.pop(profile_id, None)
+            else:
+                self.learners[profile_id] = learner
+        return Warm(position, views.current_prior, self.members, self.profiles, self.learners)
 
 
 class Projector:
@@ -64,19 +75,14 @@ class Projector:
         for entry_id, fields in entries:
             event = ev.LoggedEvent.from_bytes(fields[b"event"])
             logged.append((entry_id, event, event.typed_payload()))
-        projection = await self._load(partition, logged, warm)
+        views = await self._load(partition, logged, warm)
         for entry_id, event, payload in logged:
-            projection.fold(entry_id, event, payload)
+            views = views.fold(entry_id, event, payload)
         last = entries[-1][0]
-        committed = await self._commit(partition, position, last, projection)
+        changed = views.changed()
+        committed = await self._commit(partition, position, last, changed)
         if committed:
-            self.warm[partition.index] = Warm(
-                last,
-                projection.current_prior,
-                projection.members,
-                projection.profiles,
-                projection.learners,
-            )
+            self.warm[partition.index] = warm.advanced(last, views, changed)
         return committed
 
     async def _generation_moved(self) -> bool:
@@ -93,7 +99,7 @@ class Projector:
         partition: Partition,
         logged: list[tuple[str, ev.LoggedEvent, ev.Payload]],
         warm: Warm,
-    ) -> Projection:
+    ) -> Views:
         members = sorted({e.member_id for _, e, _ in logged} - warm.members.keys())
         needed = [reads(payload) for _, _, payload in logged]
         profiles = sorted({p for r in needed for p in r.profiles} - warm.profiles.keys())
@@ -107,18 +113,17 @@ class Projector:
         if current is None:
             current = await self.models.current_prior(partition.index)
         wanted = {current} | {m.prior for m in warm.profiles.values()}
-        return Projection(
-            members=warm.members,
-            profiles=warm.profiles,
-            learners=warm.learners,
-            priors=await self.models.priors(partition.index, wanted),
-            current_prior=current,
+        return Views(
             thresholds=self.thresholds,
             embeddings=await self.models.embeddings(images),
+            priors=await self.models.priors(partition.index, wanted),
+            current_prior=current,
+            loaded_members=warm.members,
+            loaded_profiles=warm.profiles,
+            loaded_learners=warm.learners,
         )
 
     async def _commit(
-        self, partition: Partition, position: str, last: str, projection: Projection
+        self, partition: Partition, position: str, last: str, changed: Changed
     ) -> bool:
-        changed = projection.changed()
         return await self.models.commit(partition.index, position, last, changed, self.emit_changes)

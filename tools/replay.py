@@ -1,9 +1,9 @@
 """Replay: rebuild every read model from the log, verify, switch; export and import the log.
 
-    python -m services.replay rebuild [--verify] [--switch]   # into a fresh generation
-    python -m services.replay drop GENERATION                  # delete one generation's models
-    python -m services.replay export FILE                      # the log (and its skips), JSON lines
-    python -m services.replay import FILE                      # restore a log, then rebuild
+    python -m tools.replay rebuild [--verify] [--switch]   # into a fresh generation
+    python -m tools.replay drop GENERATION                  # delete one generation's models
+    python -m tools.replay export FILE                      # the log (and its skips), JSON lines
+    python -m tools.replay import FILE                      # restore a log, then rebuild
 
 A rebuild first drops the generations earlier rebuilds left behind (neither active nor being
 built), then folds each partition's log into a fresh generation with the fold the live
@@ -494,12 +494,7 @@ async def import_log(
     for partition in all_partitions(settings.partitions):
         if await client.xlen(partition.log):
             raise ValueError(f"{partition.log} is not empty; import only into an empty server")
-    rules = Rules(
-        unlock={"v6": settings.unlock_v6, "v7": settings.unlock_v7},
-        embed_dim=settings.embed_dim,
-        grids_kept=settings.grids_kept,
-    )
-    write_side = WriteSide(rules)
+    write_side = WriteSide(settings.rules())
     events = 0
     progress = Progress(f"import {path}", sum(1 for _ in path.open()), quiet, unit="lines")
     async with client.pipeline(transaction=False) as pipe:
