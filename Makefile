@@ -31,6 +31,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict shared/domain shared/prompt shared/taste
 
 format: install
 	$(VENV)/bin/ruff format .

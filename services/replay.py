@@ -46,7 +46,7 @@ from shared.adapters.generation import active_generation
 from shared.adapters.store import connect, text
 from shared.domain import events as ev
 from shared.domain.families import family_of
-from shared.domain.member import MemberState, Rules, evolve, set_changes
+from shared.domain.member import MemberState, Rules, SetChange, evolve, set_changes
 from shared.keys import (
     ACTIVE_GENERATION,
     PREFIX,
@@ -474,12 +474,16 @@ class WriteSide:
     states: dict[tuple[int, str], MemberState] = field(default_factory=dict)
     mints: dict[tuple[int, str], ev.CodeMinted] = field(default_factory=dict)
 
-    def fold(self, index: int, event: ev.LoggedEvent, payload: ev.Payload) -> None:
+    def fold(self, index: int, event: ev.LoggedEvent, payload: ev.Payload) -> list[SetChange]:
+        """Fold one event; what it changes in the member's sets beside the state."""
         if isinstance(payload, ev.CodeMinted):
             self.mints[(index, payload.profile_id)] = payload  # the latest code per profile
-        if event.type not in NOT_FROM_INGEST:
-            key = (index, event.member_id)
-            self.states[key] = evolve(self.states.get(key, MemberState()), payload, self.rules)
+        if event.type in NOT_FROM_INGEST:
+            return []
+        key = (index, event.member_id)
+        before = self.states.get(key, MemberState())
+        self.states[key] = evolve(before, payload, self.rules)
+        return set_changes(before, self.states[key])
 
     def write(self, pipe: Any) -> None:
         for (index, member), state in self.states.items():
@@ -554,10 +558,9 @@ def _restore_event(
         idempotency = partition.idempotency(event.member_id, event.event_id.split("#")[0])
         digest = event.request_digest or "unknown"
         pipe.set(idempotency, digest, ex=settings.idempotency_ttl_s)
-        for name, change, value in set_changes(payload):
-            member_set = partition.member_set(name, event.member_id)
-            (pipe.sadd if change == "add" else pipe.srem)(member_set, value)
-    write_side.fold(partition.index, event, payload)
+    for name, change, value in write_side.fold(partition.index, event, payload):
+        member_set = partition.member_set(name, event.member_id)
+        (pipe.sadd if change == "add" else pipe.srem)(member_set, value)
 
 
 async def rebuild_verify_switch(

@@ -7,8 +7,9 @@ slot of a code or a profile from the handle alone.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
+
+from shared.domain.partitions import partition_of
 
 PREFIX = "pz"
 RESOLVE_RPC = f"{PREFIX}:rpc:resolve"
@@ -16,11 +17,6 @@ PROFILES_RPC = f"{PREFIX}:rpc:profiles"
 GRID_RPC = f"{PREFIX}:rpc:grid"
 ACTIVE_GENERATION = f"{PREFIX}:rm:active"
 CONFIG = f"{PREFIX}:config"
-
-
-def partition_of(key: str, partitions: int) -> int:
-    """The partition of a member ID, profile ID or code: ``crc32(utf8) % partitions``."""
-    return zlib.crc32(key.encode()) % partitions
 
 
 def image_key(image_id: str) -> str:

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from shared.adapters.follower import Entry
 from shared.adapters.store import APPLY_AT_POSITION, text
 from shared.domain import events as ev
-from shared.domain.projection import ProfileChange, Projection, images_needed, touched_profiles
+from shared.domain.projection import ProfileChange, Projection, reads
 from shared.domain.views import MemberView, PriorView, ProfileModel, canonical_json
 from shared.keys import ACTIVE_GENERATION, Partition, image_key
 from shared.settings import Settings
@@ -140,9 +140,9 @@ class Projector:
     ) -> Projection:
         keys = partition.read_model(self.generation)
         members = sorted({e.member_id for _, e, _ in logged} - warm.members.keys())
-        touched = {p for _, _, payload in logged for p in touched_profiles(payload)}
-        profiles = sorted(touched - warm.profiles.keys())
-        images = {i for _, _, payload in logged for i in images_needed(payload)}
+        needed = [reads(payload) for _, _, payload in logged]
+        profiles = sorted({p for r in needed for p in r.profiles} - warm.profiles.keys())
+        images = {i for r in needed for i in r.images}
         replies: list[Any] = []
         if members or profiles:
             replies = await self.client.mget(

@@ -29,14 +29,14 @@ from shared.deadletter import DeadLetter
 from shared.domain import events as ev
 from shared.domain.families import family_of
 from shared.domain.member import (
+    Context,
     ImageInfo,
     MemberState,
     Rejected,
     Rules,
     decide,
     evolve,
-    named_images,
-    named_profiles,
+    needs,
     set_changes,
 )
 from shared.domain.receipt import Receipt, Status
@@ -291,9 +291,8 @@ class Ingest:
             state = states[item.member_id]
             catalog = _unless_own(loaded.catalog, item)
             try:
-                new_events = decide(
-                    state, item.payload, item.member_id, catalog, self.rules, self.new_profile_id
-                )
+                context = Context(state, item.member_id, catalog, self.rules, self.new_profile_id)
+                new_events = decide(item.payload, context)
             except Rejected as why:
                 self._reject(plan, item.entry, why, deliveries, item.scope)
                 continue
@@ -325,11 +324,11 @@ class Ingest:
                 now=now, digest=item.digest,
             )  # fmt: skip
             plan.events.append(logged.to_bytes())
-            state = evolve(state, event, self.rules)
+            before, state = state, evolve(state, event, self.rules)
             if isinstance(event, ev.ImageRegistered):
                 plan.images[event.image_id] = (item, event)
                 catalog[event.image_id] = ImageInfo(item.member_id, event.model_version, item.owner)
-            for name, change, value in set_changes(event):
+            for name, change, value in set_changes(before, state):
                 plan.sets.append((self.partition.member_set(name, item.member_id), change, value))
         return state
 
@@ -338,7 +337,7 @@ class Ingest:
             return Loaded({}, {}, {})
         members = sorted({item.member_id for item in decoded})
         scopes = sorted({item.scope for item in decoded})
-        wanted = {i for item in decoded for i in _images_of(item.payload)}
+        wanted = {i for item in decoded for i in needs(item.payload).images}
         images = sorted(wanted - self.known_images.keys())
         part = self.partition
         async with self.client.pipeline(transaction=False) as pipe:
@@ -405,8 +404,9 @@ class Ingest:
         asked: list[tuple[str, str, list[str]]] = []
         for member in sorted({item.member_id for item in decoded}):
             items = [item for item in decoded if item.member_id == member]
-            profiles = {p for item in items for p in named_profiles(states[member], item.payload)}
-            images = {i for item in items for i in named_images(item.payload)}
+            asks = [needs(item.payload) for item in items]
+            profiles = {p for ask in asks for p in ask.unknown_profiles(states[member])}
+            images = {i for ask in asks for i in ask.likes}
             asked += [(member, "gone", sorted(profiles)), (member, "likes", sorted(images))]
         asked = [question for question in asked if question[2]]
         if not asked:
@@ -523,13 +523,3 @@ def _unless_own(catalog: dict[str, ImageInfo], item: Decoded) -> dict[str, Image
         if known is not None and known.registered_by == item.owner:
             return {k: v for k, v in catalog.items() if k != item.payload.image_id}
     return catalog
-
-
-def _images_of(payload: ev.Payload) -> list[str]:
-    if isinstance(payload, ev.ImageRegistered | ev.ImageLiked | ev.ImageUnliked):
-        return [payload.image_id]
-    if isinstance(payload, ev.GridServed):
-        return list(payload.image_ids)
-    if isinstance(payload, ev.PairRanked):
-        return [payload.winner_image_id, payload.loser_image_id]
-    return []

@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from shared.keys import partition_of
 from shared.taste.minting import cosine_distance, should_mint
+
+from .partitions import partition_of
 
 __all__ = ["cosine_distance", "mint_due"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import singledispatch
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -79,8 +80,8 @@ class MemberState(BaseModel):
     """What ingest decides with, read on every message of the member, so nothing in it may
     grow without bound: deleted profile IDs and liked images live in sets beside it
     (:func:`set_changes`), and ``gone`` and ``likes`` hold what those sets say about the
-    profiles and images the messages being decided name (:func:`named_profiles`,
-    :func:`named_images`). ``liked`` is only read: states written before the sets existed."""
+    profiles and images the messages being decided name (:class:`Needs`). ``liked`` is
+    only read: states written before the sets existed."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -121,52 +122,85 @@ Catalog = Mapping[str, ImageInfo]
 NewId = Callable[[], str]
 
 
-def named_profiles(state: MemberState, payload: ev.Payload) -> set[str]:
-    """The profile IDs deciding ``payload`` may ask about that are not among the state's
-    profiles: whether they are deleted profiles of the member must be looked up first."""
-    named: set[str] = set()
-    if isinstance(payload, ev.GridServed | ev.ProfileRenamed | ev.ProfileDeleted):
-        named = {payload.profile_id} if payload.profile_id else set()
-    elif isinstance(payload, ev.DefaultProfilesSelected):
-        named = set(payload.profile_ids)
-    elif isinstance(payload, ev.ImagePicked) and payload.grid_id in state.grids:
-        named = {state.grids[payload.grid_id].profile_id}
-    return named - state.profiles.keys()
+class Unhandled(TypeError):
+    """An event type without one of its handlers: say which, and where it goes."""
+
+    def __init__(self, handler: str, payload: object, where: str) -> None:
+        super().__init__(
+            f"{type(payload).__name__} has no {handler} handler; register one with "
+            f"@{handler}.register in {where} (README, 'Adding an event')"
+        )
 
 
-def named_images(payload: ev.Payload) -> set[str]:
-    """The images whose "liked" flag deciding ``payload`` needs."""
-    if isinstance(payload, ev.ImageLiked | ev.ImageUnliked):
-        return {payload.image_id}
-    return set()
+@dataclass(frozen=True)
+class Context:
+    """Everything deciding one inbound message reads besides the message itself."""
+
+    state: MemberState
+    member_id: str
+    catalog: Catalog
+    rules: Rules
+    new_id: NewId
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What deciding a message reads beyond the member's state: catalog ``images``, and
+    which profiles (``profiles``, or the profile of ``grid``) and ``likes`` it names must
+    be looked up in the member's sets (deleted profiles, liked images)."""
+
+    images: frozenset[str] = frozenset()
+    profiles: frozenset[str] = frozenset()
+    grid: str | None = None
+    likes: frozenset[str] = frozenset()
+
+    def unknown_profiles(self, state: MemberState) -> set[str]:
+        """The named profiles that are not among the state's (active) profiles."""
+        named = set(self.profiles)
+        if self.grid is not None and self.grid in state.grids:
+            named.add(state.grids[self.grid].profile_id)
+        return named - state.profiles.keys()
+
+
+WHERE = "shared/domain/member.py"
+
+
+@singledispatch
+def decide(payload: ev.Payload, context: Context) -> list[ev.Payload]:
+    """The events that an accepted inbound message appends; ``[]`` means ignored."""
+    raise Unhandled("decide", payload, WHERE)
+
+
+@singledispatch
+def needs(payload: ev.Payload) -> Needs:
+    """What deciding ``payload`` reads besides the member's state."""
+    raise Unhandled("needs", payload, WHERE)
+
+
+@singledispatch
+def evolved(payload: ev.Payload, state: MemberState, rules: Rules) -> dict[str, object]:
+    """The fields of the member's state an appended event changes."""
+    raise Unhandled("evolved", payload, WHERE)
+
+
+def evolve(state: MemberState, payload: ev.Payload, rules: Rules) -> MemberState:
+    """Fold one appended event into the member's ingest state."""
+    changes = evolved(payload, state, rules)
+    return state.model_copy(update={**changes, "version": state.version + 1})
 
 
 SetChange = tuple[str, str, str]
 """(``"gone"`` or ``"liked"``, ``"add"`` or ``"remove"``, the member's profile or image ID)."""
 
 
-def set_changes(payload: ev.Payload) -> list[SetChange]:
-    """What an appended event changes in the member's sets beside the state."""
-    if isinstance(payload, ev.ProfileDeleted):
-        return [("gone", "add", payload.profile_id)]
-    if isinstance(payload, ev.ImageLiked):
-        return [("liked", "add", payload.image_id)]
-    if isinstance(payload, ev.ImageUnliked):
-        return [("liked", "remove", payload.image_id)]
-    return []
-
-
-def decide(
-    state: MemberState,
-    payload: ev.Payload,
-    member_id: str,
-    catalog: Catalog,
-    rules: Rules,
-    new_id: NewId,
-) -> list[ev.Payload]:
-    """The events that an accepted inbound message appends; ``[]`` means ignored."""
-    handler = _DECIDERS[type(payload)]
-    return handler(state, payload, member_id, catalog, rules, new_id)
+def set_changes(before: MemberState, after: MemberState) -> list[SetChange]:
+    """What folding an event (``before`` -> ``after``) changes in the member's sets beside
+    the state: the sets hold exactly what ``gone`` and ``likes`` learn and forget."""
+    return [
+        *(("gone", "add", p) for p in sorted(after.gone - before.gone)),
+        *(("liked", "add", i) for i in sorted(after.likes - before.likes)),
+        *(("liked", "remove", i) for i in sorted(before.likes - after.likes)),
+    ]
 
 
 def _image(catalog: Catalog, image_id: str, field: str) -> ImageInfo:
@@ -187,11 +221,11 @@ def _family_or_reject(version: str, field: str) -> Family:
     return family
 
 
-def _global_for(state: MemberState, family: Family, new_id: NewId) -> tuple[str, list[ev.Payload]]:
-    existing = state.global_profile(family)
+def _global_for(context: Context, family: Family) -> tuple[str, list[ev.Payload]]:
+    existing = context.state.global_profile(family)
     if existing is not None:
         return existing.profile_id, []
-    profile_id = new_id()
+    profile_id = context.new_id()
     version = "7" if family == "v7" else "6.1"
     created = ev.ProfileCreated(
         name=f"Global {family.upper()} Profile",
@@ -203,14 +237,29 @@ def _global_for(state: MemberState, family: Family, new_id: NewId) -> tuple[str,
     return profile_id, [created]
 
 
-def _registered(state, payload, member_id, catalog, rules, new_id):  # type: ignore[no-untyped-def]
-    if len(payload.embedding) != rules.embed_dim:
+def _with_profile(state: MemberState, profile_id: str, **update: object) -> dict[str, object]:
+    profile = state.profiles[profile_id].model_copy(update=update)
+    return {"profiles": {**state.profiles, profile_id: profile}}
+
+
+def _bump(state: MemberState, profile_id: str | None) -> dict[str, object]:
+    assert profile_id is not None  # ingest derives it for every event that rates a profile
+    return _with_profile(state, profile_id, ratings=state.profiles[profile_id].ratings + 1)
+
+
+# ImageRegistered
+
+
+@decide.register
+def _(payload: ev.ImageRegistered, context: Context) -> list[ev.Payload]:
+    if len(payload.embedding) != context.rules.embed_dim:
         raise Rejected(
             "INVALID_FIELD",
-            f"embedding has {len(payload.embedding)} values; this system uses {rules.embed_dim}",
+            f"embedding has {len(payload.embedding)} values; this system uses "
+            f"{context.rules.embed_dim}",
             "payload.embedding",
         )
-    if payload.image_id in catalog:
+    if payload.image_id in context.catalog:
         raise Rejected(
             "DUPLICATE_IMAGE",
             f"image {payload.image_id!r} is already registered; images are immutable",
@@ -219,17 +268,28 @@ def _registered(state, payload, member_id, catalog, rules, new_id):  # type: ign
     return [payload]
 
 
-def _grid(state, payload, member_id, catalog, rules, new_id):  # type: ignore[no-untyped-def]
+@needs.register
+def _(payload: ev.ImageRegistered) -> Needs:
+    return Needs(images=frozenset({payload.image_id}))
+
+
+# GridServed
+
+
+@decide.register
+def _(payload: ev.GridServed, context: Context) -> list[ev.Payload]:
+    state = context.state
     if payload.grid_id in state.grids:
         raise Rejected("DUPLICATE_GRID", f"grid {payload.grid_id!r} was served already")
-    images = [_image(catalog, image_id, "payload.image_ids") for image_id in payload.image_ids]
+    images = [_image(context.catalog, i, "payload.image_ids") for i in payload.image_ids]
     derived: list[ev.Payload] = []
+    family: str
     if payload.profile_id is None:
         family = _family_or_reject(state.default_version, "default_version")
-        profile_id, derived = _global_for(state, family, new_id)
+        profile_id, derived = _global_for(context, family)
     else:
         profile = state.owned(payload.profile_id, "payload.profile_id")
-        profile_id, family = profile.profile_id, profile.family  # type: ignore[assignment]
+        profile_id, family = profile.profile_id, profile.family
     foreign = [
         i for i, info in zip(payload.image_ids, images, strict=True) if info.family != family
     ]
@@ -244,8 +304,28 @@ def _grid(state, payload, member_id, catalog, rules, new_id):  # type: ignore[no
     return [*derived, payload.model_copy(update={"profile_id": profile_id})]
 
 
-def _picked(state, payload, member_id, catalog, rules, new_id):  # type: ignore[no-untyped-def]
-    grid = state.grids.get(payload.grid_id)
+@needs.register
+def _(payload: ev.GridServed) -> Needs:
+    profiles = frozenset({payload.profile_id}) if payload.profile_id else frozenset()
+    return Needs(images=frozenset(payload.image_ids), profiles=profiles)
+
+
+@evolved.register
+def _(payload: ev.GridServed, state: MemberState, rules: Rules) -> dict[str, object]:
+    assert payload.profile_id is not None  # ingest derives it
+    grid = GridState(profile_id=payload.profile_id, images=payload.image_ids)
+    grids = {**state.grids, payload.grid_id: grid}
+    while len(grids) > rules.grids_kept:
+        grids.pop(next(iter(grids)))
+    return {"grids": grids}
+
+
+# ImagePicked
+
+
+@decide.register
+def _(payload: ev.ImagePicked, context: Context) -> list[ev.Payload]:
+    grid = context.state.grids.get(payload.grid_id)
     if grid is None:
         raise Rejected(
             "UNKNOWN_GRID",
@@ -260,33 +340,77 @@ def _picked(state, payload, member_id, catalog, rules, new_id):  # type: ignore[
         )
     if payload.image_id in grid.picked:
         return []
-    state.owned(grid.profile_id, "payload.grid_id")
+    context.state.owned(grid.profile_id, "payload.grid_id")
     enriched = {"profile_id": grid.profile_id, "candidates": grid.remaining}
     return [payload.model_copy(update=enriched)]
 
 
-def _liked(state, payload, member_id, catalog, rules, new_id):  # type: ignore[no-untyped-def]
-    info = _image(catalog, payload.image_id, "payload.image_id")
-    if info.creator == member_id or state.has_liked(payload.image_id) or info.family is None:
+@needs.register
+def _(payload: ev.ImagePicked) -> Needs:
+    return Needs(grid=payload.grid_id)
+
+
+@evolved.register
+def _(payload: ev.ImagePicked, state: MemberState, rules: Rules) -> dict[str, object]:
+    grid = state.grids[payload.grid_id]
+    picked = grid.model_copy(update={"picked": [*grid.picked, payload.image_id]})
+    return {"grids": {**state.grids, payload.grid_id: picked}, **_bump(state, payload.profile_id)}
+
+
+# ImageLiked, ImageUnliked
+
+
+@decide.register
+def _(payload: ev.ImageLiked, context: Context) -> list[ev.Payload]:
+    info = _image(context.catalog, payload.image_id, "payload.image_id")
+    if (
+        info.creator == context.member_id
+        or context.state.has_liked(payload.image_id)
+        or info.family is None
+    ):
         return []
-    profile_id, derived = _global_for(state, info.family, new_id)
+    profile_id, derived = _global_for(context, info.family)
     return [*derived, payload.model_copy(update={"profile_id": profile_id})]
 
 
-def _unliked(state, payload, member_id, catalog, rules, new_id):  # type: ignore[no-untyped-def]
-    info = _image(catalog, payload.image_id, "payload.image_id")
-    if not state.has_liked(payload.image_id) or info.family is None:
+@decide.register
+def _(payload: ev.ImageUnliked, context: Context) -> list[ev.Payload]:
+    info = _image(context.catalog, payload.image_id, "payload.image_id")
+    if not context.state.has_liked(payload.image_id) or info.family is None:
         return []
-    profile = state.global_profile(info.family)
+    profile = context.state.global_profile(info.family)
     assert profile is not None  # a like created it
     return [payload.model_copy(update={"profile_id": profile.profile_id})]
 
 
-def _ranked(state, payload, member_id, catalog, rules, new_id):  # type: ignore[no-untyped-def]
+@needs.register
+def _(payload: ev.ImageLiked | ev.ImageUnliked) -> Needs:
+    image = frozenset({payload.image_id})
+    return Needs(images=image, likes=image)
+
+
+@evolved.register
+def _(payload: ev.ImageLiked, state: MemberState, rules: Rules) -> dict[str, object]:
+    return {"likes": state.likes | {payload.image_id}}
+
+
+@evolved.register
+def _(payload: ev.ImageUnliked, state: MemberState, rules: Rules) -> dict[str, object]:
+    return {
+        "likes": state.likes - {payload.image_id},
+        "liked": [image for image in state.liked if image != payload.image_id],
+    }
+
+
+# PairRanked
+
+
+@decide.register
+def _(payload: ev.PairRanked, context: Context) -> list[ev.Payload]:
     if payload.winner_image_id == payload.loser_image_id:
         raise Rejected("INVALID_FIELD", "a pair needs two different images", "payload")
-    winner = _image(catalog, payload.winner_image_id, "payload.winner_image_id")
-    loser = _image(catalog, payload.loser_image_id, "payload.loser_image_id")
+    winner = _image(context.catalog, payload.winner_image_id, "payload.winner_image_id")
+    loser = _image(context.catalog, payload.loser_image_id, "payload.loser_image_id")
     family = _family_or_reject(winner.model_version, "payload.winner_image_id")
     if loser.family != family:
         raise Rejected(
@@ -294,14 +418,29 @@ def _ranked(state, payload, member_id, catalog, rules, new_id):  # type: ignore[
             f"both images of a pair must come from one family; got {family} and {loser.family}",
             "payload.loser_image_id",
         )
-    profile_id, derived = _global_for(state, family, new_id)
+    profile_id, derived = _global_for(context, family)
     return [*derived, payload.model_copy(update={"profile_id": profile_id})]
 
 
-def _created(state, payload, member_id, catalog, rules, new_id):  # type: ignore[no-untyped-def]
+@needs.register
+def _(payload: ev.PairRanked) -> Needs:
+    return Needs(images=frozenset({payload.winner_image_id, payload.loser_image_id}))
+
+
+@evolved.register
+def _(payload: ev.PairRanked, state: MemberState, rules: Rules) -> dict[str, object]:
+    return _bump(state, payload.profile_id)
+
+
+# ProfileCreated
+
+
+@decide.register
+def _(payload: ev.ProfileCreated, context: Context) -> list[ev.Payload]:
+    state = context.state
     family = _family_or_reject(state.default_version, "default_version")
     base = state.global_profile(family)
-    needed = rules.unlock[family]
+    needed = context.rules.unlock[family]
     have = base.ratings if base else 0
     if have < needed:
         raise Rejected(
@@ -318,7 +457,7 @@ def _created(state, payload, member_id, catalog, rules, new_id):  # type: ignore
         )
     created = ev.ProfileCreated(
         name=payload.name,
-        profile_id=new_id(),
+        profile_id=context.new_id(),
         family=family,
         version=state.default_version,
         is_global=False,
@@ -326,121 +465,111 @@ def _created(state, payload, member_id, catalog, rules, new_id):  # type: ignore
     return [created]
 
 
-def _renamed(state, payload, member_id, catalog, rules, new_id):  # type: ignore[no-untyped-def]
-    state.owned(payload.profile_id)
+@evolved.register
+def _(payload: ev.ProfileCreated, state: MemberState, rules: Rules) -> dict[str, object]:
+    assert payload.profile_id and payload.family and payload.version  # ingest derives them
+    profile = ProfileState(
+        profile_id=payload.profile_id,
+        family=payload.family,
+        version=payload.version,
+        name=payload.name,
+        is_global=payload.is_global,
+    )
+    update: dict[str, object] = {"profiles": {**state.profiles, payload.profile_id: profile}}
+    if payload.is_global:
+        update["globals"] = {**state.globals, payload.family: payload.profile_id}
+    return update
+
+
+# ProfileRenamed, ProfileDeleted, DefaultProfilesSelected
+
+
+@decide.register
+def _(payload: ev.ProfileRenamed, context: Context) -> list[ev.Payload]:
+    context.state.owned(payload.profile_id)
     return [payload]
 
 
-def _deleted(state, payload, member_id, catalog, rules, new_id):  # type: ignore[no-untyped-def]
-    if state.is_deleted(payload.profile_id):
+@needs.register
+def _(payload: ev.ProfileRenamed | ev.ProfileDeleted) -> Needs:
+    return Needs(profiles=frozenset({payload.profile_id}))
+
+
+@evolved.register
+def _(payload: ev.ProfileRenamed, state: MemberState, rules: Rules) -> dict[str, object]:
+    return _with_profile(state, payload.profile_id, name=payload.name)
+
+
+@decide.register
+def _(payload: ev.ProfileDeleted, context: Context) -> list[ev.Payload]:
+    if context.state.is_deleted(payload.profile_id):
         return []
-    profile = state.owned(payload.profile_id)
+    profile = context.state.owned(payload.profile_id)
     if profile.is_global:
         raise Rejected("GLOBAL_PROFILE", "a Global Profile cannot be deleted", "payload.profile_id")
     return [payload]
 
 
-def _selected(state, payload, member_id, catalog, rules, new_id):  # type: ignore[no-untyped-def]
+@evolved.register
+def _(payload: ev.ProfileDeleted, state: MemberState, rules: Rules) -> dict[str, object]:
+    gone = payload.profile_id
+    return {
+        "profiles": {pid: profile for pid, profile in state.profiles.items() if pid != gone},
+        "gone": state.gone | {gone},
+        "defaults": [d for d in state.defaults if d != gone],
+    }
+
+
+@decide.register
+def _(payload: ev.DefaultProfilesSelected, context: Context) -> list[ev.Payload]:
     for profile_id in payload.profile_ids:
-        state.owned(profile_id, "payload.profile_ids")
+        context.state.owned(profile_id, "payload.profile_ids")
     return [payload]
 
 
-def _as_is(state, payload, member_id, catalog, rules, new_id):  # type: ignore[no-untyped-def]
+@needs.register
+def _(payload: ev.DefaultProfilesSelected) -> Needs:
+    return Needs(profiles=frozenset(payload.profile_ids))
+
+
+@evolved.register
+def _(payload: ev.DefaultProfilesSelected, state: MemberState, rules: Rules) -> dict[str, object]:
+    return {"defaults": list(payload.profile_ids)}
+
+
+# PersonalizationToggled, DefaultVersionSet: settings, always accepted
+
+
+@decide.register
+def _(
+    payload: ev.PersonalizationToggled | ev.DefaultVersionSet, context: Context
+) -> list[ev.Payload]:
     return [payload]
 
 
-_DECIDERS: dict[type[ev.Payload], Callable[..., list[ev.Payload]]] = {
-    ev.ImageRegistered: _registered,
-    ev.GridServed: _grid,
-    ev.ImagePicked: _picked,
-    ev.ImageLiked: _liked,
-    ev.ImageUnliked: _unliked,
-    ev.PairRanked: _ranked,
-    ev.ProfileCreated: _created,
-    ev.ProfileRenamed: _renamed,
-    ev.ProfileDeleted: _deleted,
-    ev.DefaultProfilesSelected: _selected,
-    ev.PersonalizationToggled: _as_is,
-    ev.DefaultVersionSet: _as_is,
-}
+@needs.register
+def _(payload: ev.ProfileCreated | ev.PersonalizationToggled | ev.DefaultVersionSet) -> Needs:
+    return Needs()
 
 
-def evolve(state: MemberState, payload: ev.Payload, rules: Rules) -> MemberState:
-    """Fold one appended event into the member's ingest state."""
-    changes = _EVOLVERS.get(type(payload), lambda s, p, r: {})(state, payload, rules)
-    return state.model_copy(update={**changes, "version": state.version + 1})
+@evolved.register
+def _(payload: ev.PersonalizationToggled, state: MemberState, rules: Rules) -> dict[str, object]:
+    return {"personalization": payload.enabled}
 
 
-def _with_profile(state: MemberState, profile_id: str, **update: object) -> dict[str, object]:
-    profile = state.profiles[profile_id].model_copy(update=update)
-    return {"profiles": {**state.profiles, profile_id: profile}}
+@evolved.register
+def _(payload: ev.DefaultVersionSet, state: MemberState, rules: Rules) -> dict[str, object]:
+    return {"default_version": payload.version}
 
 
-def _bump(state: MemberState, profile_id: str) -> dict[str, object]:
-    return _with_profile(state, profile_id, ratings=state.profiles[profile_id].ratings + 1)
+# Events that change nothing ingest decides with: the catalog lives apart, and the system's
+# own events (codes, priors) are not about what a member may do.
 
 
-def _evolve_created(state, p, rules):  # type: ignore[no-untyped-def]
-    profile = ProfileState(
-        profile_id=p.profile_id,
-        family=p.family,
-        version=p.version,
-        name=p.name,
-        is_global=p.is_global,
-    )
-    update: dict[str, object] = {"profiles": {**state.profiles, p.profile_id: profile}}
-    if p.is_global:
-        update["globals"] = {**state.globals, p.family: p.profile_id}
-    return update
-
-
-def _evolve_grid(state, p, rules):  # type: ignore[no-untyped-def]
-    grids = {**state.grids, p.grid_id: GridState(profile_id=p.profile_id, images=p.image_ids)}
-    while len(grids) > rules.grids_kept:
-        grids.pop(next(iter(grids)))
-    return {"grids": grids}
-
-
-def _evolve_picked(state, p, rules):  # type: ignore[no-untyped-def]
-    grid = state.grids[p.grid_id]
-    grids = {
-        **state.grids,
-        p.grid_id: grid.model_copy(update={"picked": [*grid.picked, p.image_id]}),
-    }
-    return {"grids": grids, **_bump(state, p.profile_id)}
-
-
-def _evolve_liked(state, p, rules):  # type: ignore[no-untyped-def]
-    return {"likes": state.likes | {p.image_id}}
-
-
-def _evolve_unliked(state, p, rules):  # type: ignore[no-untyped-def]
-    return {
-        "likes": state.likes - {p.image_id},
-        "liked": [image for image in state.liked if image != p.image_id],
-    }
-
-
-def _evolve_deleted(state, p, rules):  # type: ignore[no-untyped-def]
-    profiles = {pid: profile for pid, profile in state.profiles.items() if pid != p.profile_id}
-    return {
-        "profiles": profiles,
-        "gone": state.gone | {p.profile_id},
-        "defaults": [d for d in state.defaults if d != p.profile_id],
-    }
-
-
-_EVOLVERS: dict[type[ev.Payload], Callable[..., dict[str, object]]] = {
-    ev.ProfileCreated: _evolve_created,
-    ev.GridServed: _evolve_grid,
-    ev.ImagePicked: _evolve_picked,
-    ev.ImageLiked: _evolve_liked,
-    ev.ImageUnliked: _evolve_unliked,
-    ev.PairRanked: lambda s, p, r: _bump(s, p.profile_id),
-    ev.ProfileRenamed: lambda s, p, r: _with_profile(s, p.profile_id, name=p.name),
-    ev.ProfileDeleted: _evolve_deleted,
-    ev.DefaultProfilesSelected: lambda s, p, r: {"defaults": list(p.profile_ids)},
-    ev.PersonalizationToggled: lambda s, p, r: {"personalization": p.enabled},
-    ev.DefaultVersionSet: lambda s, p, r: {"default_version": p.version},
-}
+@evolved.register
+def _(
+    payload: ev.ImageRegistered | ev.CodeMinted | ev.TasteModelPublished,
+    state: MemberState,
+    rules: Rules,
+) -> dict[str, object]:
+    return {}

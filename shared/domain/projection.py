@@ -15,6 +15,9 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import singledispatch, wraps
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -22,6 +25,7 @@ from shared.taste.learner import TasteLearner
 from shared.taste.prior import TastePrior
 
 from . import events as ev
+from .member import Unhandled
 from .views import (
     CodeView,
     MemberCode,
@@ -66,20 +70,30 @@ class Changed:
     profile_changes: Sequence[ProfileChange]
 
 
-def touched_profiles(payload: ev.Payload) -> set[str]:
-    profile_id = getattr(payload, "profile_id", None)
-    return {profile_id} if isinstance(profile_id, str) else set()
+@dataclass(frozen=True)
+class Reads:
+    """What folding an event reads besides its member's view: the profile models it
+    updates and the catalog images whose embeddings it learns from."""
+
+    profiles: frozenset[str] = frozenset()
+    images: frozenset[str] = frozenset()
 
 
-def images_needed(payload: ev.Payload) -> set[str]:
-    """The catalog images whose embeddings folding this (upcast) payload needs."""
-    if isinstance(payload, ev.ImagePicked):
-        return set(payload.candidates or ())
-    if isinstance(payload, ev.ImageLiked | ev.ImageUnliked):
-        return {payload.image_id}
-    if isinstance(payload, ev.PairRanked):
-        return {payload.winner_image_id, payload.loser_image_id}
-    return set()
+WHERE = "shared/domain/projection.py"
+
+
+@singledispatch
+def reads(payload: ev.Payload) -> Reads:
+    """What folding this (upcast) payload reads; see :class:`Reads`."""
+    raise Unhandled("reads", payload, WHERE)
+
+
+@dataclass(frozen=True)
+class At:
+    """Where in the log an event is folded: its entry ID and when it happened."""
+
+    position: str
+    occurred_at: datetime
 
 
 @dataclass
@@ -105,24 +119,14 @@ class Projection:
 
     def fold(self, position: str, event: ev.LoggedEvent, payload: ev.Payload | None = None) -> None:
         payload = payload or event.typed_payload()
-        if isinstance(payload, ev.TasteModelPublished):
-            self.priors[payload.model_id] = TastePrior.from_payload(payload.prior)
-            self.current_prior = payload.model_id
-            self.published[payload.model_id] = PriorView(
-                model_id=payload.model_id, position=position
-            )
-            return
         member = self.members.get(event.member_id) or MemberView(member_id=event.member_id)
-        handler = _FOLDS.get(type(payload))
-        if handler is None:
-            return
-        handler(self, member, payload, event, position)
-        self.members[event.member_id] = member.model_copy(update={"position": position})
-        self.dirty_members.add(event.member_id)
+        if project(payload, self, member, At(position, event.occurred_at)):
+            self.members[event.member_id] = member.model_copy(update={"position": position})
+            self.dirty_members.add(event.member_id)
 
     def changed(self) -> Changed:
         """What this batch wrote, each key once, in a deterministic order."""
-        self.flush_learners()
+        self._flush_learners()
         return Changed(
             members={m: self.members[m] for m in sorted(self.dirty_members)},
             profiles={p: self.profiles[p] for p in sorted(self.written_profiles)},
@@ -139,7 +143,7 @@ class Projection:
         """The profile models this batch changed."""
         return self.touched | self.created | self.retired
 
-    def flush_learners(self) -> None:
+    def _flush_learners(self) -> None:
         """Write the state of every learner this batch changed into its profile model."""
         for profile_id in sorted(self.touched):
             learner = self.learners[profile_id]
@@ -167,6 +171,12 @@ class Projection:
             self.learners[profile_id] = learner
         return self.learners[profile_id]
 
+    def publish(self, payload: ev.TasteModelPublished, position: str) -> None:
+        """A new population prior: the one new profiles start from from now on."""
+        self.priors[payload.model_id] = TastePrior.from_payload(payload.prior)
+        self.current_prior = payload.model_id
+        self.published[payload.model_id] = PriorView(model_id=payload.model_id, position=position)
+
     def retire(self, member_id: str, summary: ProfileSummary, position: str) -> None:
         """Keep a deleted profile's summary on its model; drop its learner (no more data)."""
         profile_id = summary.profile_id
@@ -180,7 +190,7 @@ class Projection:
         self.learners.pop(profile_id, None)
         self.retired.add(profile_id)
 
-    def _learned(self, member: MemberView, profile_id: str, position: str, picks: int = 0) -> None:
+    def learned(self, member: MemberView, profile_id: str, position: str, picks: int = 0) -> None:
         summary = member.profiles[profile_id]
         learner = self.learners[profile_id]
         summary = summary.model_copy(
@@ -201,109 +211,215 @@ class Projection:
         )
 
 
-def _created(proj: Projection, member: MemberView, p, event, position) -> None:  # type: ignore[no-untyped-def]
-    member.profiles[p.profile_id] = ProfileSummary(
-        profile_id=p.profile_id,
-        name=p.name,
-        family=p.family,
-        version=p.version,
-        is_global=p.is_global,
-        needed=proj.thresholds[p.family],
-        created_at=event.occurred_at,
-        created_position=position,
-    )
-    proj.profiles[p.profile_id] = ProfileModel(
-        profile_id=p.profile_id,
-        member_id=member.member_id,
-        position=position,
-        prior=proj.current_prior,
-    )
-    proj.created.add(p.profile_id)
+@singledispatch
+def project(payload: ev.Payload, proj: Projection, member: MemberView, at: At) -> bool:
+    """Fold one event into the batch's views; ``True`` if it changed the member's view
+    (then its position moves to the event's)."""
+    raise Unhandled("project", payload, WHERE)
 
 
-def _for_active_profile(fold: Callable[..., None]) -> Callable[..., None]:
+Fold = TypeVar("Fold", bound=Callable[..., bool])
+
+
+def _for_active_profile(fold: Fold) -> Fold:
     """Data for a profile that is not active (ingest never appends any) changes nothing."""
 
-    def apply(proj, member, p, event, position):  # type: ignore[no-untyped-def]
-        if p.profile_id in member.profiles:
-            fold(proj, member, p, event, position)
+    @wraps(fold)
+    def apply(payload: Any, proj: Projection, member: MemberView, at: At) -> bool:
+        return payload.profile_id in member.profiles and fold(payload, proj, member, at)
 
-    return apply
+    return cast(Fold, apply)
 
 
-def _picked(proj: Projection, member: MemberView, p, event, position) -> None:  # type: ignore[no-untyped-def]
-    shown = np.stack([proj.embeddings[image] for image in p.candidates])
-    proj.learner(member.member_id, p.profile_id).observe_grid(
-        shown, [p.candidates.index(p.image_id)]
+def _one_profile(payload: ev.Payload) -> frozenset[str]:
+    profile_id = getattr(payload, "profile_id", None)
+    return frozenset({profile_id}) if isinstance(profile_id, str) else frozenset()
+
+
+# ProfileCreated, ProfileRenamed, ProfileDeleted
+
+
+@project.register
+def _(payload: ev.ProfileCreated, proj: Projection, member: MemberView, at: At) -> bool:
+    assert payload.profile_id and payload.family and payload.version  # ingest derives them
+    member.profiles[payload.profile_id] = ProfileSummary(
+        profile_id=payload.profile_id,
+        name=payload.name,
+        family=payload.family,
+        version=payload.version,
+        is_global=payload.is_global,
+        needed=proj.thresholds[payload.family],
+        created_at=at.occurred_at,
+        created_position=at.position,
     )
-    proj._learned(member, p.profile_id, position, picks=1)
+    proj.profiles[payload.profile_id] = ProfileModel(
+        profile_id=payload.profile_id,
+        member_id=member.member_id,
+        position=at.position,
+        prior=proj.current_prior,
+    )
+    proj.created.add(payload.profile_id)
+    return True
 
 
-def _ranked(proj: Projection, member: MemberView, p, event, position) -> None:  # type: ignore[no-untyped-def]
-    learner = proj.learner(member.member_id, p.profile_id)
-    learner.observe_pair(proj.embeddings[p.winner_image_id], proj.embeddings[p.loser_image_id])
-    proj._learned(member, p.profile_id, position, picks=1)
+@project.register
+@_for_active_profile
+def _(payload: ev.ProfileRenamed, proj: Projection, member: MemberView, at: At) -> bool:
+    summary = member.profiles[payload.profile_id]
+    member.profiles[payload.profile_id] = summary.model_copy(update={"name": payload.name})
+    return True
 
 
-def _liked(proj: Projection, member: MemberView, p, event, position) -> None:  # type: ignore[no-untyped-def]
-    proj.learner(member.member_id, p.profile_id).observe_like(proj.embeddings[p.image_id])
-    proj._learned(member, p.profile_id, position)
-
-
-def _unliked(proj: Projection, member: MemberView, p, event, position) -> None:  # type: ignore[no-untyped-def]
-    proj.learner(member.member_id, p.profile_id).observe_unlike(proj.embeddings[p.image_id])
-    proj._learned(member, p.profile_id, position)
-
-
-def _summary_update(**fields: str) -> Callable[..., None]:
-    def apply(proj, member, p, event, position):  # type: ignore[no-untyped-def]
-        values = {name: getattr(p, source) for name, source in fields.items()}
-        member.profiles[p.profile_id] = member.profiles[p.profile_id].model_copy(update=values)
-
-    return apply
-
-
-def _deleted(proj: Projection, member: MemberView, p, event, position) -> None:  # type: ignore[no-untyped-def]
-    summary = member.profiles.pop(p.profile_id)
-    member.defaults = [d for d in member.defaults if d != p.profile_id]
-    proj.retire(member.member_id, summary.model_copy(update={"deleted": True}), position)
+@project.register
+@_for_active_profile
+def _(payload: ev.ProfileDeleted, proj: Projection, member: MemberView, at: At) -> bool:
+    summary = member.profiles.pop(payload.profile_id)
+    member.defaults = [d for d in member.defaults if d != payload.profile_id]
+    proj.retire(member.member_id, summary.model_copy(update={"deleted": True}), at.position)
     proj.deletions.append(
         MemberDeletion(
             member_id=member.member_id,
             index=member.profiles_deleted,
-            profile_id=p.profile_id,
-            position=position,
+            profile_id=payload.profile_id,
+            position=at.position,
         )
     )
     member.profiles_deleted += 1
+    return True
 
 
-def _minted(proj: Projection, member: MemberView, p, event, position) -> None:  # type: ignore[no-untyped-def]
-    proj.codes[p.code] = CodeView(
-        code=p.code,
+@reads.register
+def _(
+    payload: ev.ProfileCreated
+    | ev.ProfileRenamed
+    | ev.ProfileDeleted
+    | ev.GridServed
+    | ev.CodeMinted,
+) -> Reads:
+    return Reads(profiles=_one_profile(payload))
+
+
+# What a profile learns from: picks, ranked pairs, likes
+
+
+@project.register
+@_for_active_profile
+def _(payload: ev.ImagePicked, proj: Projection, member: MemberView, at: At) -> bool:
+    assert payload.profile_id is not None and payload.candidates is not None  # ingest derives
+    shown = np.stack([proj.embeddings[image] for image in payload.candidates])
+    proj.learner(member.member_id, payload.profile_id).observe_grid(
+        shown, [payload.candidates.index(payload.image_id)]
+    )
+    proj.learned(member, payload.profile_id, at.position, picks=1)
+    return True
+
+
+@reads.register
+def _(payload: ev.ImagePicked) -> Reads:
+    return Reads(profiles=_one_profile(payload), images=frozenset(payload.candidates or ()))
+
+
+@project.register
+@_for_active_profile
+def _(payload: ev.PairRanked, proj: Projection, member: MemberView, at: At) -> bool:
+    assert payload.profile_id is not None  # ingest derives it
+    winner, loser = (
+        proj.embeddings[payload.winner_image_id],
+        proj.embeddings[payload.loser_image_id],
+    )
+    proj.learner(member.member_id, payload.profile_id).observe_pair(winner, loser)
+    proj.learned(member, payload.profile_id, at.position, picks=1)
+    return True
+
+
+@reads.register
+def _(payload: ev.PairRanked) -> Reads:
+    images = frozenset({payload.winner_image_id, payload.loser_image_id})
+    return Reads(profiles=_one_profile(payload), images=images)
+
+
+@project.register
+@_for_active_profile
+def _(payload: ev.ImageLiked, proj: Projection, member: MemberView, at: At) -> bool:
+    assert payload.profile_id is not None  # ingest derives it
+    proj.learner(member.member_id, payload.profile_id).observe_like(
+        proj.embeddings[payload.image_id]
+    )
+    proj.learned(member, payload.profile_id, at.position)
+    return True
+
+
+@project.register
+@_for_active_profile
+def _(payload: ev.ImageUnliked, proj: Projection, member: MemberView, at: At) -> bool:
+    assert payload.profile_id is not None  # ingest derives it
+    image = proj.embeddings[payload.image_id]
+    proj.learner(member.member_id, payload.profile_id).observe_unlike(image)
+    proj.learned(member, payload.profile_id, at.position)
+    return True
+
+
+@reads.register
+def _(payload: ev.ImageLiked | ev.ImageUnliked) -> Reads:
+    return Reads(profiles=_one_profile(payload), images=frozenset({payload.image_id}))
+
+
+# Member settings
+
+
+@project.register
+def _(payload: ev.DefaultProfilesSelected, proj: Projection, member: MemberView, at: At) -> bool:
+    member.defaults = list(payload.profile_ids)
+    return True
+
+
+@project.register
+def _(payload: ev.PersonalizationToggled, proj: Projection, member: MemberView, at: At) -> bool:
+    member.personalization = payload.enabled
+    return True
+
+
+@project.register
+def _(payload: ev.DefaultVersionSet, proj: Projection, member: MemberView, at: At) -> bool:
+    member.default_version = payload.version
+    return True
+
+
+# CodeMinted
+
+
+@project.register
+def _(payload: ev.CodeMinted, proj: Projection, member: MemberView, at: At) -> bool:
+    proj.codes[payload.code] = CodeView(
+        code=payload.code,
         member_id=member.member_id,
-        profile_id=p.profile_id,
-        profile_name=p.profile_name,
-        family=p.family,
-        version=p.version,
-        vector=p.vector,
-        evidence=p.evidence,
-        picks=p.picks,
-        minted_at=event.occurred_at,
-        position=position,
+        profile_id=payload.profile_id,
+        profile_name=payload.profile_name,
+        family=payload.family,
+        version=payload.version,
+        vector=payload.vector,
+        evidence=payload.evidence,
+        picks=payload.picks,
+        minted_at=at.occurred_at,
+        position=at.position,
     )
     proj.minted.append(
         MemberCode(
-            member_id=member.member_id, index=member.codes_minted, code=p.code, position=position
+            member_id=member.member_id,
+            index=member.codes_minted,
+            code=payload.code,
+            position=at.position,
         )
     )
     member.codes_minted += 1
-    if p.profile_id in member.profiles:
-        member.profiles[p.profile_id] = member.profiles[p.profile_id].model_copy(
-            update={"latest_code": p.code}
+    if payload.profile_id in member.profiles:
+        summary = member.profiles[payload.profile_id]
+        member.profiles[payload.profile_id] = summary.model_copy(
+            update={"latest_code": payload.code}
         )
     else:
-        _deleted_profile_minted(proj, p.profile_id, p.code, position)
+        _deleted_profile_minted(proj, payload.profile_id, payload.code, at.position)
+    return True
 
 
 def _deleted_profile_minted(proj: Projection, profile_id: str, code: str, position: str) -> None:
@@ -316,23 +432,28 @@ def _deleted_profile_minted(proj: Projection, profile_id: str, code: str, positi
     proj.retired.add(profile_id)
 
 
-def _member_field(name: str, source: str) -> Callable[..., None]:
-    def apply(proj, member, p, event, position):  # type: ignore[no-untyped-def]
-        setattr(member, name, getattr(p, source))
-
-    return apply
+# Events with no member read model: the catalog, grids (ingest's), the system's priors
 
 
-_FOLDS: dict[type[ev.Payload], Callable[..., None]] = {
-    ev.ProfileCreated: _created,
-    ev.ImagePicked: _for_active_profile(_picked),
-    ev.PairRanked: _for_active_profile(_ranked),
-    ev.ImageLiked: _for_active_profile(_liked),
-    ev.ImageUnliked: _for_active_profile(_unliked),
-    ev.ProfileRenamed: _for_active_profile(_summary_update(name="name")),
-    ev.ProfileDeleted: _for_active_profile(_deleted),
-    ev.DefaultProfilesSelected: _member_field("defaults", "profile_ids"),
-    ev.PersonalizationToggled: _member_field("personalization", "enabled"),
-    ev.DefaultVersionSet: _member_field("default_version", "version"),
-    ev.CodeMinted: _minted,
-}
+@project.register
+def _(
+    payload: ev.ImageRegistered | ev.GridServed, proj: Projection, member: MemberView, at: At
+) -> bool:
+    return False
+
+
+@project.register
+def _(payload: ev.TasteModelPublished, proj: Projection, member: MemberView, at: At) -> bool:
+    proj.publish(payload, at.position)
+    return False
+
+
+@reads.register
+def _(
+    payload: ev.ImageRegistered
+    | ev.DefaultProfilesSelected
+    | ev.PersonalizationToggled
+    | ev.DefaultVersionSet
+    | ev.TasteModelPublished,
+) -> Reads:
+    return Reads()

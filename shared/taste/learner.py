@@ -138,7 +138,8 @@ class TasteLearner:
 
     def mean(self) -> np.ndarray:
         """Posterior mean taste in utility units (feed these to ``estimate_prior``)."""
-        return self._prior.mean + self._a @ self._basis + self._z
+        result: np.ndarray = self._prior.mean + self._a @ self._basis + self._z
+        return result
 
     def vector(self) -> np.ndarray:
         """Unit-norm taste direction (the zero vector if nothing is known or the mean is not
@@ -161,7 +162,8 @@ class TasteLearner:
         """Dense (d, d) posterior covariance (O(d^2) memory; for prior estimation)."""
         u = self._basis
         d = self._prior.dim
-        return u.T @ self._s @ u + self._tau2 * (np.eye(d) - u.T @ u)
+        result: np.ndarray = u.T @ self._s @ u + self._tau2 * (np.eye(d) - u.T @ u)
+        return result
 
     def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and variance of the utility of each image row."""

@@ -126,9 +126,10 @@ class TastePrior:
         """Dense (d, d) prior covariance (for tests and diagnostics; O(d^2) memory)."""
         b = self.basis
         proj = b.T @ b
-        return b.T @ (self.variances[:, None] * b) + self.residual_variance * (
+        result: np.ndarray = b.T @ (self.variances[:, None] * b) + self.residual_variance * (
             np.eye(self.dim) - proj
         )
+        return result
 
     def to_payload(self) -> dict[str, Any]:
         """JSON-safe dict; arrays are base64 of little-endian float64 (exact round trip)."""
@@ -178,7 +179,8 @@ def _canonical_signs(rows: np.ndarray) -> np.ndarray:
     idx = np.argmax(np.abs(rows), axis=1)
     signs = np.sign(rows[np.arange(rows.shape[0]), idx])
     signs[signs == 0] = 1.0
-    return rows * signs[:, None]
+    result: np.ndarray = rows * signs[:, None]
+    return result
 
 
 def estimate_prior(

@@ -66,7 +66,8 @@ class World:
 
     def utilities(self, tastes: np.ndarray, images: np.ndarray) -> np.ndarray:
         """Choice-model utilities (already divided by the temperature)."""
-        return (images @ np.atleast_2d(tastes).T).T / self.temperature
+        result: np.ndarray = (images @ np.atleast_2d(tastes).T).T / self.temperature
+        return result
 
     def choose(
         self, rng: np.random.Generator, taste: np.ndarray, shown: np.ndarray, n_picks: int
@@ -98,7 +99,8 @@ class World:
         t = np.atleast_2d(tastes)
         diff = self.embeddings[pairs[:, 0]] - self.embeddings[pairs[:, 1]]
         delta = (diff @ t.T).T / self.temperature
-        return (1 - self.config.lapse) / (1 + np.exp(-delta)) + self.config.lapse / 2
+        result: np.ndarray = (1 - self.config.lapse) / (1 + np.exp(-delta)) + self.config.lapse / 2
+        return result
 
     def expected_accuracy(
         self, predictions: np.ndarray, win_prob: np.ndarray, pairs: np.ndarray
@@ -206,9 +208,11 @@ def _sample_tastes(
     coef = rng.standard_normal((n, basis.shape[0])) * np.sqrt(variances)
     noise = rng.standard_normal((n, d)) * np.sqrt(noise_variance)
     noise = noise - (noise @ basis.T) @ basis
-    return mean + coef @ basis + noise
+    result: np.ndarray = mean + coef @ basis + noise
+    return result
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+    result: np.ndarray = x / np.linalg.norm(x, axis=-1, keepdims=True)
+    return result

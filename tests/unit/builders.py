@@ -12,6 +12,7 @@ import pytest
 
 from shared.domain import events as ev
 from shared.domain.member import (
+    Context,
     ImageInfo,
     MemberState,
     NewId,
@@ -88,9 +89,8 @@ class Journal:
     log: list[ev.LoggedEvent] = field(default_factory=list)
 
     def send(self, payload: ev.Payload) -> list[ev.Payload]:
-        appended = decide(
-            self.state, payload, self.member_id, self.catalog, self.rules, self.new_id
-        )
+        context = Context(self.state, self.member_id, self.catalog, self.rules, self.new_id)
+        appended = decide(payload, context)
         for event in appended:
             self.append(event)
         return appended

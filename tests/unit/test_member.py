@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.domain import events as ev
-from shared.domain.member import MAX_PROFILES, MemberState, Rules, decide, evolve
+from shared.domain.member import MAX_PROFILES, Context, MemberState, Rules, decide, evolve
 from tests.unit.builders import DIM, V6_IMAGES, V7_IMAGES, Journal
 
 
@@ -370,7 +370,7 @@ def test_evolve_is_pure() -> None:
 def test_decide_is_pure(alice: Journal) -> None:
     before = alice.state
     grid = ev.GridServed(grid_id="g1", image_ids=["r1", "r2"])
-    decide(before, grid, "alice", alice.catalog, alice.rules, lambda: "x")
+    decide(grid, Context(before, "alice", alice.catalog, alice.rules, lambda: "x"))
     assert alice.state is before
     assert before == MemberState()
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.domain import events as ev
-from shared.domain.projection import Projection, images_needed, touched_profiles
+from shared.domain.projection import Projection, reads
 from shared.domain.views import CodeView, MemberCode, MemberDeletion, MemberView, ProfileModel
 from tests.unit.builders import (
     DIM,
@@ -25,7 +25,7 @@ from tests.unit.builders import (
 
 
 def bytes_of(projection: Projection) -> dict[str, bytes]:
-    projection.flush_learners()
+    projection.changed()
     views = {
         **{f"member:{k}": v.to_bytes() for k, v in projection.members.items()},
         **{f"profile:{k}": v.to_bytes() for k, v in projection.profiles.items()},
@@ -189,7 +189,7 @@ def test_rule6_a_deleted_profile_keeps_its_summary_on_its_model_without_a_learne
     assert model.summary == before.model_copy(update={"deleted": True})
     assert (model.state, model.position) == ("", position(len(busy.log) - 1))
     assert "prof2" not in projection.learners and "prof2" not in projection.touched
-    projection.flush_learners()
+    projection.changed()
     assert projection.profiles["prof2"].state == ""
 
 
@@ -257,7 +257,7 @@ def test_events_without_a_read_model_leave_members_untouched() -> None:
 
 def test_flushed_learner_state_restores_the_same_learner(busy: Journal) -> None:
     projection = project(busy.log)
-    projection.flush_learners()
+    projection.changed()
     model = projection.profiles["prof2"]
     restored = fresh_projection()
     restored.profiles["prof2"] = ProfileModel.from_bytes(model.to_bytes())
@@ -266,13 +266,13 @@ def test_flushed_learner_state_restores_the_same_learner(busy: Journal) -> None:
     assert np.array_equal(learner.vector(), projection.changes["prof2"].vector)
 
 
-def test_images_needed_and_touched_profiles_name_what_a_batch_loads(busy: Journal) -> None:
-    needed = {e.type: images_needed(e.typed_payload()) for e in busy.log}
+def test_reads_name_what_a_batch_loads(busy: Journal) -> None:
+    needed = {e.type: reads(e.typed_payload()).images for e in busy.log}
     assert needed["ImagePicked"] == {"r3", "r4", "r5"}  # the last pick; r6 was picked before
     assert needed["ImageUnliked"] == {"r5"}
     assert needed["PairRanked"] == {"r2", "r6"}
     assert needed["GridServed"] == set()
-    touched = set().union(*(touched_profiles(e.typed_payload()) for e in busy.log))
+    touched = set().union(*(reads(e.typed_payload()).profiles for e in busy.log))
     assert touched == {"prof1", "prof2", "prof3"}
 
 
@@ -286,7 +286,7 @@ WRITTEN_ONCE = ("code:", "codes:", "deleted:")
 
 def reloaded(projection: Projection) -> Projection:
     """What the next batch starts from: the views written by this one, read back."""
-    projection.flush_learners()
+    projection.changed()
     again = fresh_projection()
     again.members = {k: MemberView.from_bytes(v.to_bytes()) for k, v in projection.members.items()}
     again.profiles = {
