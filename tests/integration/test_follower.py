@@ -4,7 +4,6 @@ around it are handled, and an error of the server is retried without counting.""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -12,6 +11,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as ServerGone
 
 from shared.adapters.follower import AtPosition, Entry, Follower, FollowerConfig, InGroup, Source
+from shared.adapters.lifecycle import Tasks
 from shared.adapters.store import text
 from shared.keys import Partition
 from tests.helpers import dead_letters, eventually
@@ -33,12 +33,12 @@ def config() -> FollowerConfig:
 
 @asynccontextmanager
 async def following(client: aioredis.Redis, source: Source) -> AsyncIterator[None]:
-    task = asyncio.create_task(Follower(client, config(), [PARTITION], source).run())
+    tasks = Tasks(ROLE)  # stops a loop that swallows a cancellation, as the services do
+    tasks.start(Follower(client, config(), [PARTITION], source).run(), "follow")
     try:
         yield
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await tasks.stop()
 
 
 async def append(client: aioredis.Redis, stream: str, field: bytes) -> list[str]:
