@@ -10,7 +10,7 @@ RUN groupadd --system --gid 10001 app \
 
 WORKDIR /app
 
-# The package (shared*, services*) with its dependencies pinned by the lock file.
+# The package (shared*, services*; tools/ runs on the host) with its dependencies pinned by the lock file.
 COPY pyproject.toml requirements.lock ./
 COPY shared/ shared/
 COPY services/ services/

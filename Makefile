@@ -16,10 +16,10 @@ $(STAMP): pyproject.toml requirements.lock
 	@rm -f $(VENV)/.installed-* && touch $@
 
 run: install  ## the four services and an embedded Valkey server; Ctrl-C stops all
-	$(PY) -m services.supervisor $(ARGS)
+	$(PY) -m tools.supervisor $(ARGS)
 
 demo: install  ## a realistic scenario through the public contract
-	$(PY) -m services.demo
+	$(PY) -m tools.demo
 
 test: install  ## the whole suite against a real server
 	$(PY) -m pytest
@@ -47,19 +47,19 @@ faults: install  ## kill -9 services and the server under load; compare live and
 	$(PY) -m bench.faults
 
 replay: install  ## rebuild every read model from the log into a fresh generation, verify, switch
-	$(PY) -m services.replay rebuild --verify --switch
+	$(PY) -m tools.replay rebuild --verify --switch
 
-export: install  ## the whole event log to data/log.jsonl (restore with: python -m services.replay import FILE)
-	$(PY) -m services.replay export data/log.jsonl
+export: install  ## the whole event log to data/log.jsonl (restore with: python -m tools.replay import FILE)
+	$(PY) -m tools.replay export data/log.jsonl
 
-dead-letters: install  ## every dead letter with its reason (redrive: python -m services.redrive redrive --code CODE)
-	$(PY) -m services.redrive list
+dead-letters: install  ## every dead letter with its reason (redrive: python -m tools.redrive redrive --code CODE)
+	$(PY) -m tools.redrive list
 
 soak: install  ## a long run at constant membership: memory per member and per event stay flat
 	$(PY) -m bench.soak $(ARGS)
 
 docs: install  ## AsyncAPI documents of the four services into docs/asyncapi
-	$(VENV)/bin/faststream docs gen services.contract:app --out docs/asyncapi.json
+	$(VENV)/bin/faststream docs gen tools.contract:app --out docs/asyncapi.json
 
 clean:
 	rm -rf $(VENV) data out .pytest_cache .mypy_cache .ruff_cache

@@ -34,7 +34,6 @@ from services.profile_projector.app import build as build_projector
 from services.profile_projector.projector import Projector
 from services.prompt_resolver.app import build as build_resolver
 from services.prompt_resolver.resolver import Resolver
-from services.replay import rebuild
 from services.selection_ingest.app import build as build_ingest
 from shared.adapters.generation import active_generation
 from shared.adapters.metering import Counting
@@ -47,6 +46,7 @@ from shared.domain.resolution import ResolveRequest
 from shared.keys import image_key, partition_for
 from shared.settings import Settings
 from shared.taste.prior import TastePrior
+from tools.replay import rebuild
 
 DIM = 256
 IMAGES = [f"img{i}" for i in range(60)]

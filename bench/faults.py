@@ -6,7 +6,8 @@ publishes a seeded mixed load at a steady rate (with ~3% invalid messages that m
 dead-lettered and ~5% exact re-sends that must not double), SIGKILLs random service
 processes and the server at random moments and restarts them, drains, then checks.
 Progress goes to stderr; a table and, as the last line, one JSON object to stdout. The exit
-status is 1 when anything was lost, doubled, reordered or differs.
+status is 1 when anything was lost, doubled, reordered or differs. The run itself is
+``tools.faults`` (simulation, injection, checks); this is its command line and table.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.fault_harness import FaultConfig, FaultReport, run_faults, start_server, stderr
+from tools.faults.config import FaultConfig, stderr
+from tools.faults.harness import FaultReport, run_faults
+from tools.faults.injection import start_server
 
 
 def arguments() -> argparse.Namespace:

@@ -26,13 +26,13 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from bench.pipeline import workload
-from services.supervisor import Stack
 from shared.adapters.catalog import registered
 from shared.adapters.store import text
 from shared.client import Client, inbound
 from shared.domain.grids import GridReply, GridRequest
 from shared.keys import GRID_RPC
 from shared.settings import Settings
+from tools.supervisor import Stack
 
 
 def say(line: str) -> None:

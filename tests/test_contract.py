@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_committed_asyncapi_document_is_current(tmp_path: Path) -> None:
     out = tmp_path / "asyncapi.json"
     subprocess.run(
-        [sys.executable, "-m", "faststream", "docs", "gen", "services.contract:app", "--out", str(out)],
+        [sys.executable, "-m", "faststream", "docs", "gen", "tools.contract:app", "--out", str(out)],
         cwd=ROOT, check=True, capture_output=True,
     )  # fmt: skip
     committed = json.loads((ROOT / "docs" / "asyncapi.json").read_text())

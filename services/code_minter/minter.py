@@ -17,22 +17,27 @@ from shared.adapters.follower import Entry
 from shared.adapters.store import MINT_AT_POSITION, text
 from shared.domain import events as ev
 from shared.domain.codes import candidates, mint_due
+from shared.domain.projection import ProfileChange
 from shared.keys import Partition
 from shared.settings import Settings
+
+
+def memory(code: str, evidence: int, vector: str) -> bytes:
+    """The minter's memory of a profile's last code: what the next one's drift is measured from."""
+    return json.dumps({"code": code, "evidence": evidence, "vector": vector}).encode()
 
 
 @dataclass(frozen=True)
 class Mint:
     code: str
-    change: dict[str, Any]
+    change: ProfileChange
     event: bytes
 
     def memory(self) -> bytes:
-        fields = {"code": self.code, "evidence": self.change["evidence"]}
-        return json.dumps({**fields, "vector": self.change["vector"]}).encode()
+        return memory(self.code, self.change.evidence, ev.encode_vector(self.change.vector))
 
     def claim(self) -> bytes:
-        return f"{self.change['profile_id']}|{self.change['evidence']}".encode()
+        return f"{self.change.profile_id}|{self.change.evidence}".encode()
 
 
 class Minter:
@@ -46,17 +51,17 @@ class Minter:
         return partition.minter_position
 
     async def apply(self, partition: Partition, position: str, entries: list[Entry]) -> bool:
-        latest: dict[str, dict[str, Any]] = {}
+        latest: dict[str, ProfileChange] = {}
         for _, fields in entries:
-            change = json.loads(fields[b"change"])
-            latest[change["profile_id"]] = change
+            change = ProfileChange.from_bytes(fields[b"change"])
+            latest[change.profile_id] = change
         due = await self._due(partition, list(latest.values()))
         mints = [await self._mint(partition, change) for change in due]
         keys = [partition.minter_position, partition.log, partition.changes]
         args: list[Any] = [position, entries[-1][0], len(mints)]
         for mint in mints:
             keys += [
-                partition.minter_profile(mint.change["profile_id"]),
+                partition.minter_profile(mint.change.profile_id),
                 partition.minter_code(mint.code),
             ]
             args += [mint.claim(), mint.memory(), mint.event]
@@ -66,12 +71,10 @@ class Minter:
             raise RuntimeError(f"code {text(reply[1])} was taken meanwhile; retrying")
         return status == "ok"
 
-    async def _due(
-        self, partition: Partition, changes: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
-        unlocked = [c for c in changes if c["unlocked"]]
+    async def _due(self, partition: Partition, changes: list[ProfileChange]) -> list[ProfileChange]:
+        unlocked = [c for c in changes if c.unlocked]
         memories = (
-            await self.client.mget([partition.minter_profile(c["profile_id"]) for c in unlocked])
+            await self.client.mget([partition.minter_profile(c.profile_id) for c in unlocked])
             if unlocked
             else []
         )
@@ -81,8 +84,8 @@ class Minter:
             if mint_due(
                 last["evidence"] if last else None,
                 ev.decode_vector(last["vector"]) if last else None,
-                change["evidence"],
-                ev.decode_vector(change["vector"]),
+                change.evidence,
+                change.vector,
                 self.settings.mint_every,
                 self.settings.mint_drift,
                 self.settings.mint_min_signals,
@@ -90,23 +93,23 @@ class Minter:
                 due.append(change)
         return due
 
-    async def _mint(self, partition: Partition, change: dict[str, Any]) -> Mint:
-        code = await self._free_code(partition, change["profile_id"], change["evidence"])
+    async def _mint(self, partition: Partition, change: ProfileChange) -> Mint:
+        code = await self._free_code(partition, change.profile_id, change.evidence)
         payload = ev.CodeMinted(
             code=code,
-            profile_id=change["profile_id"],
-            profile_name=change["name"],
-            family=change["family"],
-            version=change["version"],
-            vector=change["vector"],
-            evidence=change["evidence"],
-            picks=change["picks"],
+            profile_id=change.profile_id,
+            profile_name=change.name,
+            family=change.family,
+            version=change.version,
+            vector=ev.encode_vector(change.vector),
+            evidence=change.evidence,
+            picks=change.picks,
         )
         now = ev.utcnow()
         event = ev.record(
             payload,
-            event_id=f"mint:{change['profile_id']}:{change['evidence']}",
-            member_id=change["member_id"],
+            event_id=f"mint:{change.profile_id}:{change.evidence}",
+            member_id=change.member_id,
             occurred_at=now,
             now=now,
         )

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from shared.adapters.follower import Entry
 from shared.adapters.store import APPLY_AT_POSITION, text
 from shared.domain import events as ev
-from shared.domain.projection import ProfileChange, Projection, reads
+from shared.domain.projection import Changed, Views, reads
 from shared.domain.views import MemberView, PriorView, ProfileModel, canonical_json
 from shared.keys import ACTIVE_GENERATION, Partition, image_key
 from shared.settings import Settings
@@ -66,10 +66,16 @@ class Warm:
     def small(self) -> bool:
         return len(self.members) + len(self.profiles) < WARM_LIMIT
 
-
-def change_bytes(change: ProfileChange) -> bytes:
-    fields = {**change.__dict__, "vector": ev.encode_vector(change.vector)}
-    return json.dumps(fields, sort_keys=True).encode()
+    def advanced(self, position: str, views: Views, changed: Changed) -> Warm:
+        """What the models hold once ``changed`` is committed at ``position``."""
+        self.members.update(changed.members)
+        self.profiles.update(changed.profiles)
+        for profile_id, learner in views.written_learners.items():
+            if learner is None:
+                self.learners.pop(profile_id, None)
+            else:
+                self.learners[profile_id] = learner
+        return Warm(position, views.current_prior, self.members, self.profiles, self.learners)
 
 
 class Projector:
@@ -108,19 +114,15 @@ class Projector:
         for entry_id, fields in entries:
             event = ev.LoggedEvent.from_bytes(fields[b"event"])
             logged.append((entry_id, event, event.typed_payload()))
-        projection = await self._load(partition, logged, warm)
+        views = await self._load(partition, logged, warm)
         for entry_id, event, payload in logged:
-            projection.fold(entry_id, event, payload)
+            views = views.fold(entry_id, event, payload)
         last = entries[-1][0]
-        committed = await self._commit(partition, position, last, projection)
+        changed = views.changed()
+        committed = await self._commit(partition, position, last, changed)
         if committed:
-            self.warm[partition.index] = Warm(
-                last,
-                projection.current_prior,
-                projection.members,
-                projection.profiles,
-                projection.learners,
-            )
+            self.priors.update(changed.priors)
+            self.warm[partition.index] = warm.advanced(last, views, changed)
         return committed
 
     async def _generation_moved(self) -> bool:
@@ -137,7 +139,7 @@ class Projector:
         partition: Partition,
         logged: list[tuple[str, ev.LoggedEvent, ev.Payload]],
         warm: Warm,
-    ) -> Projection:
+    ) -> Views:
         keys = partition.read_model(self.generation)
         members = sorted({e.member_id for _, e, _ in logged} - warm.members.keys())
         needed = [reads(payload) for _, _, payload in logged]
@@ -156,14 +158,14 @@ class Projector:
                 warm.profiles[profile] = ProfileModel.from_bytes(raw)
         current = await self._current_prior(partition, warm)
         await self._known_priors(partition, {current} | {m.prior for m in warm.profiles.values()})
-        return Projection(
-            members=warm.members,
-            profiles=warm.profiles,
-            learners=warm.learners,
-            priors=self.priors,
-            current_prior=current,
+        return Views(
             thresholds=self.thresholds,
             embeddings=await self.embeddings.get_many(images),
+            priors=self.priors,
+            current_prior=current,
+            loaded_members=warm.members,
+            loaded_profiles=warm.profiles,
+            loaded_learners=warm.learners,
         )
 
     async def _current_prior(self, partition: Partition, warm: Warm) -> str:
@@ -182,10 +184,9 @@ class Projector:
             self.priors[model_id] = TastePrior.from_payload(json.loads(raw))
 
     async def _commit(
-        self, partition: Partition, position: str, last: str, projection: Projection
+        self, partition: Partition, position: str, last: str, changed: Changed
     ) -> bool:
         keys = partition.read_model(self.generation)
-        changed = projection.changed()
         writes: dict[str, bytes] = {}
         for member_id, member in changed.members.items():
             writes[keys.member(member_id)] = member.to_bytes()
@@ -201,7 +202,7 @@ class Projector:
             writes[keys.prior(model_id)] = canonical_json(prior.to_payload())
         if changed.current_prior is not None:
             writes[keys.current_prior] = changed.current_prior.to_bytes()
-        changes = [change_bytes(c) for c in changed.profile_changes] if self.emit_changes else []
+        changes = [c.to_bytes() for c in changed.profile_changes] if self.emit_changes else []
         stream = partition.changes if self.emit_changes else keys.position
         result = await self.script(
             keys=[keys.position, stream, *writes],

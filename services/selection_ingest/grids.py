@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from shared.adapters.generation import read_generation
-from shared.adapters.store import stored_state, text
+from shared.adapters.store import text
 from shared.client import inbound
 from shared.domain.families import family_of
 from shared.domain.grids import GridReply, GridRequest
@@ -57,7 +57,8 @@ class GridService:
         partition = partition_for(request.member_id, self.settings.partitions)
         generation = await read_generation(self.client)
         keys = partition.read_model(generation)
-        state = stored_state(await self.client.get(partition.member_state(request.member_id)))
+        raw: Any = await self.client.get(partition.member_state(request.member_id))
+        state = MemberState.from_bytes(raw)
         profile_id, family = self._profile(request, state)
         learner = await self._learner(keys.base, profile_id)
         seen = {image for grid in state.grids.values() for image in grid.images}

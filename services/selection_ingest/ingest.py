@@ -24,7 +24,7 @@ from faststream.redis.parser import BinaryMessageFormatV1
 from pydantic import ValidationError
 
 from shared.adapters.catalog import CLAIM_IMAGE, catalog_entry, claim_args
-from shared.adapters.store import APPEND_BATCH, stored_state, text
+from shared.adapters.store import APPEND_BATCH, text
 from shared.deadletter import DeadLetter
 from shared.domain import events as ev
 from shared.domain.families import family_of
@@ -346,7 +346,9 @@ class Ingest:
             for image in images:
                 pipe.hmget(image_key(image), "creator", "version", "key", "pending")
             replies = await pipe.execute()
-        states = {m: stored_state(raw) for m, raw in zip(members, replies[0], strict=True)}
+        states = {
+            m: MemberState.from_bytes(raw) for m, raw in zip(members, replies[0], strict=True)
+        }
         digests = {scope: text(raw) for scope, raw in zip(scopes, replies[1], strict=True) if raw}
         pending = await self._settled(
             self._cache_images(dict(zip(images, replies[2:], strict=True)))
@@ -426,10 +428,7 @@ class Ingest:
         member state as an argument of its own (none of them is ever larger than about a
         message, so a server that caps arguments, ``proto-max-bulk-len``, accepts them)."""
         part = self.partition
-        members = [
-            [part.member_state(m), str(plan.expected[m]), str(state.version)]
-            for m, state in plan.states.items()
-        ]
+        members = [[part.member_state(m), str(plan.expected[m])] for m in plan.states]
         header = {
             "members": members,
             "idempotency": [[key, digest] for key, digest in plan.idempotency.items()],
@@ -448,7 +447,7 @@ class Ingest:
         }
         args: list[Any] = [json.dumps(header), *plan.events]
         args += [letter.to_bytes() for letter in plan.dead]
-        args += [state.model_dump_json() for state in plan.states.values()]
+        args += [state.to_bytes() for state in plan.states.values()]
         keys = [part.log, part.dead_letters, part.stats, part.inbox]
         keys += [m[0] for m in members] + list(plan.idempotency)
         keys += sorted({key for key, _, _ in plan.sets})

@@ -8,20 +8,17 @@ position is the one the batch was read from, which makes a redelivered batch a n
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from shared.domain.member import MemberState
-
 APPEND_BATCH = """
 -- One batch of ingest, all or nothing. KEYS: every key below (one partition, one slot).
--- ARGV[1]: JSON header {members: [[key, expected, version]], idempotency: [[key, digest]],
+-- ARGV[1]: JSON header {members: [[key, expected version]], idempotency: [[key, digest]],
 --   ttl, events: n, dead: n, dead_kept, stats: [[field, n]], sets: [[key, 'add'|'remove',
 --   member]], log, dead_letters, stats_key, inbox, group, ack: [entry ids]};
 -- then the events, the dead letters and the members' states, one argument each.
--- A member state is stored as '<version> <json>'.
+-- A member state comes in its stored form, '<version> <json>' (MemberState.to_bytes).
 local plan = cjson.decode(ARGV[1])
 for _, member in ipairs(plan.members) do
   local stored = redis.call('GET', member[1])
@@ -40,7 +37,7 @@ for i = 1, plan.dead do
     ARGV[1 + plan.events + i])
 end
 for i, member in ipairs(plan.members) do
-  redis.call('SET', member[1], member[3] .. ' ' .. ARGV[1 + plan.events + plan.dead + i])
+  redis.call('SET', member[1], ARGV[1 + plan.events + plan.dead + i])
 end
 for _, pair in ipairs(plan.idempotency) do
   redis.call('SET', pair[1], pair[2], 'EX', plan.ttl)
@@ -120,13 +117,3 @@ def text(value: bytes | str | None) -> str:
 
 def texts(values: Sequence[bytes | str]) -> list[str]:
     return [text(v) for v in values]
-
-
-def stored_state(stored: Any) -> MemberState:
-    """A member's ingest state as the append script stores it: ``b"<version> <json>"``."""
-    if stored is None:
-        return MemberState()
-    version, state = stored.split(b" ", 1)
-    loaded = MemberState.model_validate_json(state)
-    assert loaded.version == int(version), f"state version {loaded.version} != {version!r}"
-    return loaded

@@ -117,6 +117,21 @@ class MemberState(BaseModel):
         profile_id = self.globals.get(family)
         return self.profiles[profile_id] if profile_id else None
 
+    def to_bytes(self) -> bytes:
+        """The stored form, ``b"<version> <json>"``: ingest's append script compares the
+        version prefix with the one the batch was decided on."""
+        return f"{self.version} {self.model_dump_json()}".encode()
+
+    @classmethod
+    def from_bytes(cls, stored: bytes | None) -> MemberState:
+        """A stored state; ``None`` (nothing stored) is a member never seen."""
+        if stored is None:
+            return cls()
+        version, state = stored.split(b" ", 1)
+        loaded = cls.model_validate_json(state)
+        assert loaded.version == int(version), f"state version {loaded.version} != {version!r}"
+        return loaded
+
 
 Catalog = Mapping[str, ImageInfo]
 NewId = Callable[[], str]

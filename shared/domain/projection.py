@@ -1,7 +1,7 @@
 """The profile projection: a deterministic fold of log events into read models.
 
 The adapter loads the views a batch touches, folds every event in log order with
-:meth:`Projection.fold`, then writes the dirty views and the batch's last position in one
+:meth:`Views.fold`, then writes the dirty views and the batch's last position in one
 atomic step. The same fold serves the live projector and a replay.
 
 What an event reads never grows with a member's history: a deleted profile leaves the
@@ -13,13 +13,15 @@ listed; both histories are append-only entries (:class:`MemberCode`,
 from __future__ import annotations
 
 import base64
+import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import singledispatch, wraps
-from typing import Any, TypeVar, cast
+from typing import Annotated, Any, TypeVar, cast
 
 import numpy as np
+from pydantic import ConfigDict, PlainSerializer, PlainValidator
 
 from shared.taste.learner import TasteLearner
 from shared.taste.prior import TastePrior
@@ -34,14 +36,26 @@ from .views import (
     PriorView,
     ProfileModel,
     ProfileSummary,
+    View,
 )
 
 Embeddings = Callable[[Iterable[str]], Mapping[str, np.ndarray]]
 
 
-@dataclass(frozen=True)
-class ProfileChange:
-    """A profile whose taste moved: what code-minter needs to decide on a new code."""
+def _vector(value: object) -> np.ndarray:
+    return ev.decode_vector(value) if isinstance(value, str) else np.asarray(value, np.float64)
+
+
+Vector = Annotated[
+    np.ndarray, PlainValidator(_vector), PlainSerializer(ev.encode_vector, return_type=str)
+]
+
+
+class ProfileChange(View):
+    """A profile whose taste moved: what code-minter needs to decide on a new code (an
+    entry of the partition's change stream; ``vector`` travels as base64 float64)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     member_id: str
     profile_id: str
@@ -51,7 +65,7 @@ class ProfileChange:
     evidence: int
     picks: int
     unlocked: bool
-    vector: np.ndarray
+    vector: Vector
     position: str
 
 
@@ -90,114 +104,140 @@ def reads(payload: ev.Payload) -> Reads:
 
 @dataclass(frozen=True)
 class At:
-    """Where in the log an event is folded: its entry ID and when it happened."""
+    """Where in the log an event is folded, when it happened, and whose it is."""
 
     position: str
     occurred_at: datetime
+    member_id: str
 
 
-@dataclass
-class Projection:
-    """The read models one batch touches, and the fold that updates them."""
+@dataclass(frozen=True)
+class Views:
+    """The read models one batch folds into, never changed in place: :meth:`fold` returns
+    new views. ``loaded_*`` are what the batch read (the adapter's, read only while the
+    views are in use); the rest is what the fold wrote, each a new object per change."""
 
-    members: dict[str, MemberView]
-    profiles: dict[str, ProfileModel]
-    priors: dict[str, TastePrior]
     thresholds: Mapping[str, int]
     embeddings: Mapping[str, np.ndarray]
-    codes: dict[str, CodeView] = field(default_factory=dict)
-    changes: dict[str, ProfileChange] = field(default_factory=dict)
-    dirty_members: set[str] = field(default_factory=set)
-    learners: dict[str, TasteLearner] = field(default_factory=dict)
-    touched: set[str] = field(default_factory=set)
-    created: set[str] = field(default_factory=set)
-    retired: set[str] = field(default_factory=set)
-    minted: list[MemberCode] = field(default_factory=list)
-    deletions: list[MemberDeletion] = field(default_factory=list)
+    priors: Mapping[str, TastePrior]
     current_prior: str = ""
-    published: dict[str, PriorView] = field(default_factory=dict)
+    loaded_members: Mapping[str, MemberView] = field(default_factory=dict)
+    loaded_profiles: Mapping[str, ProfileModel] = field(default_factory=dict)
+    loaded_learners: Mapping[str, TasteLearner] = field(default_factory=dict)
+    written_members: Mapping[str, MemberView] = field(default_factory=dict)
+    written_profiles: Mapping[str, ProfileModel] = field(default_factory=dict)
+    written_learners: Mapping[str, TasteLearner | None] = field(default_factory=dict)
+    codes: Mapping[str, CodeView] = field(default_factory=dict)
+    minted: tuple[MemberCode, ...] = ()
+    deletions: tuple[MemberDeletion, ...] = ()
+    changes: Mapping[str, ProfileChange] = field(default_factory=dict)
+    published: Mapping[str, PriorView] = field(default_factory=dict)
 
-    def fold(self, position: str, event: ev.LoggedEvent, payload: ev.Payload | None = None) -> None:
+    def fold(
+        self, position: str, event: ev.LoggedEvent, payload: ev.Payload | None = None
+    ) -> Views:
+        """These views with one more event folded in."""
         payload = payload or event.typed_payload()
-        member = self.members.get(event.member_id) or MemberView(member_id=event.member_id)
-        if project(payload, self, member, At(position, event.occurred_at)):
-            self.members[event.member_id] = member.model_copy(update={"position": position})
-            self.dirty_members.add(event.member_id)
+        return project(payload, self, At(position, event.occurred_at, event.member_id))
 
     def changed(self) -> Changed:
-        """What this batch wrote, each key once, in a deterministic order."""
-        self._flush_learners()
+        """What this batch wrote, each key once, in a deterministic order; a profile that
+        learned carries its learner's state as of its last change."""
+        profiles = dict(self.written_profiles)
+        for profile_id, learner in self.written_learners.items():
+            model = self.profile(profile_id)
+            if learner is not None and model is not None:
+                state = base64.b64encode(learner.state()).decode()
+                position = self.changes[profile_id].position
+                profiles[profile_id] = model.model_copy(
+                    update={"state": state, "position": position}
+                )
         return Changed(
-            members={m: self.members[m] for m in sorted(self.dirty_members)},
-            profiles={p: self.profiles[p] for p in sorted(self.written_profiles)},
+            members=dict(sorted(self.written_members.items())),
+            profiles=dict(sorted(profiles.items())),
             codes=dict(sorted(self.codes.items())),
-            member_codes=tuple(self.minted),
-            deletions=tuple(self.deletions),
+            member_codes=self.minted,
+            deletions=self.deletions,
             priors={m: self.priors[m] for m in sorted(self.published)},
             current_prior=self.published[self.current_prior] if self.published else None,
             profile_changes=tuple(self.changes.values()),
         )
 
     @property
-    def written_profiles(self) -> set[str]:
-        """The profile models this batch changed."""
-        return self.touched | self.created | self.retired
+    def members(self) -> Mapping[str, MemberView]:
+        """Every member view as of the last event folded."""
+        return {**self.loaded_members, **self.written_members}
 
-    def _flush_learners(self) -> None:
-        """Write the state of every learner this batch changed into its profile model."""
-        for profile_id in sorted(self.touched):
-            learner = self.learners[profile_id]
-            position = self.changes[profile_id].position
-            state = base64.b64encode(learner.state()).decode()
-            model = self.profiles[profile_id]
-            self.profiles[profile_id] = model.model_copy(
-                update={"state": state, "position": position}
-            )
+    @property
+    def profiles(self) -> Mapping[str, ProfileModel]:
+        """Every profile model as it would be stored now."""
+        return {**self.loaded_profiles, **self.changed().profiles}
+
+    @property
+    def learners(self) -> Mapping[str, TasteLearner]:
+        """The learners of the active profiles this batch has read or taught."""
+        merged = {**self.loaded_learners, **self.written_learners}
+        return {p: learner for p, learner in merged.items() if learner is not None}
+
+    @property
+    def touched(self) -> set[str]:
+        """The profiles that learned in this batch (their learner state is written)."""
+        return {p for p, learner in self.written_learners.items() if learner is not None}
+
+    @property
+    def retired(self) -> set[str]:
+        """The deleted profiles whose model (the summary they keep) this batch wrote."""
+        return {p for p, model in self.written_profiles.items() if model.summary is not None}
+
+    @property
+    def dirty_members(self) -> set[str]:
+        return set(self.written_members)
+
+    def member(self, member_id: str) -> MemberView:
+        found = self.written_members.get(member_id) or self.loaded_members.get(member_id)
+        return found or MemberView(member_id=member_id)
+
+    def profile(self, profile_id: str) -> ProfileModel | None:
+        return self.written_profiles.get(profile_id) or self.loaded_profiles.get(profile_id)
 
     def learner(self, member_id: str, profile_id: str) -> TasteLearner:
-        self.touched.add(profile_id)
-        if profile_id not in self.learners:
-            model = self.profiles.get(profile_id)
-            if model is None:
-                model = ProfileModel(
-                    profile_id=profile_id, member_id=member_id, prior=self.current_prior
-                )
-                self.profiles[profile_id] = model
-            prior = self.priors[model.prior]
-            if model.state:
-                learner = TasteLearner.from_state(prior, base64.b64decode(model.state))
-            else:
-                learner = TasteLearner(prior)
-            self.learners[profile_id] = learner
-        return self.learners[profile_id]
+        """The profile's learner now (a new one, from its stored state or its prior, if
+        this batch has not taught it yet); callers teach a copy, never this one."""
+        if profile_id in self.written_learners:
+            learner = self.written_learners[profile_id]
+            assert learner is not None  # data for a deleted profile is never folded
+            return learner
+        if profile_id in self.loaded_learners:
+            return self.loaded_learners[profile_id]
+        model = self._model(member_id, profile_id)
+        prior = self.priors[model.prior]
+        if model.state:
+            return TasteLearner.from_state(prior, base64.b64decode(model.state))
+        return TasteLearner(prior)
 
-    def publish(self, payload: ev.TasteModelPublished, position: str) -> None:
-        """A new population prior: the one new profiles start from from now on."""
-        self.priors[payload.model_id] = TastePrior.from_payload(payload.prior)
-        self.current_prior = payload.model_id
-        self.published[payload.model_id] = PriorView(model_id=payload.model_id, position=position)
+    def with_member(self, member: MemberView, at: At, **update: object) -> Views:
+        """These views with ``member`` (updated with ``update``) as of ``at``."""
+        member = member.model_copy(update={**update, "position": at.position})
+        return replace(self, written_members={**self.written_members, member.member_id: member})
 
-    def retire(self, member_id: str, summary: ProfileSummary, position: str) -> None:
-        """Keep a deleted profile's summary on its model; drop its learner (no more data)."""
-        profile_id = summary.profile_id
-        model = self.profiles.get(profile_id) or ProfileModel(
-            profile_id=profile_id, member_id=member_id, prior=self.current_prior
-        )
-        self.profiles[profile_id] = model.model_copy(
-            update={"state": "", "summary": summary, "position": position}
-        )
-        self.touched.discard(profile_id)
-        self.learners.pop(profile_id, None)
-        self.retired.add(profile_id)
+    def with_profile(self, model: ProfileModel) -> Views:
+        return replace(self, written_profiles={**self.written_profiles, model.profile_id: model})
 
-    def learned(self, member: MemberView, profile_id: str, position: str, picks: int = 0) -> None:
+    def with_summary(self, member: MemberView, summary: ProfileSummary, at: At) -> Views:
+        profiles = {**member.profiles, summary.profile_id: summary}
+        return self.with_member(member, at, profiles=profiles)
+
+    def learned(self, at: At, profile_id: str, teach: Teach, picks: int = 0) -> Views:
+        """These views after the profile's learner was taught with ``teach``: the learner,
+        the profile's summary and the change code-minter hears of."""
+        member = self.member(at.member_id)
+        learner = copy.copy(self.learner(at.member_id, profile_id))
+        teach(learner)
         summary = member.profiles[profile_id]
-        learner = self.learners[profile_id]
         summary = summary.model_copy(
             update={"picks": summary.picks + picks, "evidence": learner.evidence}
         )
-        member.profiles[profile_id] = summary
-        self.changes[profile_id] = ProfileChange(
+        change = ProfileChange(
             member_id=member.member_id,
             profile_id=profile_id,
             name=summary.name,
@@ -207,26 +247,67 @@ class Projection:
             picks=summary.picks,
             unlocked=summary.unlocked,
             vector=learner.vector(),
-            position=position,
+            position=at.position,
+        )
+        views = replace(
+            self,
+            written_learners={**self.written_learners, profile_id: learner},
+            changes={**self.changes, profile_id: change},
+        )
+        if views.profile(profile_id) is None:
+            views = views.with_profile(views._model(member.member_id, profile_id))
+        return views.with_summary(member, summary, at)
+
+    def retire(self, at: At, summary: ProfileSummary) -> Views:
+        """Keep a deleted profile's summary on its model; drop its learner (no more data)."""
+        profile_id = summary.profile_id
+        model = self._model(at.member_id, profile_id).model_copy(
+            update={"state": "", "summary": summary, "position": at.position}
+        )
+        return replace(
+            self.with_profile(model), written_learners={**self.written_learners, profile_id: None}
+        )
+
+    def publish(self, payload: ev.TasteModelPublished, position: str) -> Views:
+        """A new population prior: the one new profiles start from from now on."""
+        prior = TastePrior.from_payload(payload.prior)
+        view = PriorView(model_id=payload.model_id, position=position)
+        return replace(
+            self,
+            priors={**self.priors, payload.model_id: prior},
+            current_prior=payload.model_id,
+            published={**self.published, payload.model_id: view},
+        )
+
+    def _model(self, member_id: str, profile_id: str) -> ProfileModel:
+        return self.profile(profile_id) or ProfileModel(
+            profile_id=profile_id, member_id=member_id, prior=self.current_prior
         )
 
 
+Teach = Callable[[TasteLearner], None]
+
+
 @singledispatch
-def project(payload: ev.Payload, proj: Projection, member: MemberView, at: At) -> bool:
-    """Fold one event into the batch's views; ``True`` if it changed the member's view
-    (then its position moves to the event's)."""
+def project(payload: ev.Payload, views: Views, at: At) -> Views:
+    """The views with one event folded in (its member's position moves to the event's
+    when it changes their view)."""
     raise Unhandled("project", payload, WHERE)
 
 
-Fold = TypeVar("Fold", bound=Callable[..., bool])
+Fold = TypeVar("Fold", bound=Callable[..., Views])
 
 
 def _for_active_profile(fold: Fold) -> Fold:
-    """Data for a profile that is not active (ingest never appends any) changes nothing."""
+    """Data for a profile that is not active (ingest never appends any) changes nothing
+    but its member's position."""
 
     @wraps(fold)
-    def apply(payload: Any, proj: Projection, member: MemberView, at: At) -> bool:
-        return payload.profile_id in member.profiles and fold(payload, proj, member, at)
+    def apply(payload: Any, views: Views, at: At) -> Views:
+        member = views.member(at.member_id)
+        if payload.profile_id not in member.profiles:
+            return views.with_member(member, at)
+        return fold(payload, views, at)
 
     return cast(Fold, apply)
 
@@ -240,52 +321,54 @@ def _one_profile(payload: ev.Payload) -> frozenset[str]:
 
 
 @project.register
-def _(payload: ev.ProfileCreated, proj: Projection, member: MemberView, at: At) -> bool:
+def _(payload: ev.ProfileCreated, views: Views, at: At) -> Views:
     assert payload.profile_id and payload.family and payload.version  # ingest derives them
-    member.profiles[payload.profile_id] = ProfileSummary(
+    summary = ProfileSummary(
         profile_id=payload.profile_id,
         name=payload.name,
         family=payload.family,
         version=payload.version,
         is_global=payload.is_global,
-        needed=proj.thresholds[payload.family],
+        needed=views.thresholds[payload.family],
         created_at=at.occurred_at,
         created_position=at.position,
     )
-    proj.profiles[payload.profile_id] = ProfileModel(
+    model = ProfileModel(
         profile_id=payload.profile_id,
-        member_id=member.member_id,
+        member_id=at.member_id,
         position=at.position,
-        prior=proj.current_prior,
+        prior=views.current_prior,
     )
-    proj.created.add(payload.profile_id)
-    return True
+    return views.with_profile(model).with_summary(views.member(at.member_id), summary, at)
 
 
 @project.register
 @_for_active_profile
-def _(payload: ev.ProfileRenamed, proj: Projection, member: MemberView, at: At) -> bool:
-    summary = member.profiles[payload.profile_id]
-    member.profiles[payload.profile_id] = summary.model_copy(update={"name": payload.name})
-    return True
+def _(payload: ev.ProfileRenamed, views: Views, at: At) -> Views:
+    member = views.member(at.member_id)
+    summary = member.profiles[payload.profile_id].model_copy(update={"name": payload.name})
+    return views.with_summary(member, summary, at)
 
 
 @project.register
 @_for_active_profile
-def _(payload: ev.ProfileDeleted, proj: Projection, member: MemberView, at: At) -> bool:
-    summary = member.profiles.pop(payload.profile_id)
-    member.defaults = [d for d in member.defaults if d != payload.profile_id]
-    proj.retire(member.member_id, summary.model_copy(update={"deleted": True}), at.position)
-    proj.deletions.append(
-        MemberDeletion(
-            member_id=member.member_id,
-            index=member.profiles_deleted,
-            profile_id=payload.profile_id,
-            position=at.position,
-        )
+def _(payload: ev.ProfileDeleted, views: Views, at: At) -> Views:
+    member = views.member(at.member_id)
+    gone = payload.profile_id
+    deletion = MemberDeletion(
+        member_id=member.member_id,
+        index=member.profiles_deleted,
+        profile_id=gone,
+        position=at.position,
     )
-    member.profiles_deleted += 1
-    return True
+    views = views.retire(at, member.profiles[gone].model_copy(update={"deleted": True}))
+    return replace(views, deletions=(*views.deletions, deletion)).with_member(
+        member,
+        at,
+        profiles={p: summary for p, summary in member.profiles.items() if p != gone},
+        defaults=[d for d in member.defaults if d != gone],
+        profiles_deleted=member.profiles_deleted + 1,
+    )
 
 
 @reads.register
@@ -304,14 +387,13 @@ def _(
 
 @project.register
 @_for_active_profile
-def _(payload: ev.ImagePicked, proj: Projection, member: MemberView, at: At) -> bool:
+def _(payload: ev.ImagePicked, views: Views, at: At) -> Views:
     assert payload.profile_id is not None and payload.candidates is not None  # ingest derives
-    shown = np.stack([proj.embeddings[image] for image in payload.candidates])
-    proj.learner(member.member_id, payload.profile_id).observe_grid(
-        shown, [payload.candidates.index(payload.image_id)]
+    shown = np.stack([views.embeddings[image] for image in payload.candidates])
+    picked = [payload.candidates.index(payload.image_id)]
+    return views.learned(
+        at, payload.profile_id, lambda learner: learner.observe_grid(shown, picked), picks=1
     )
-    proj.learned(member, payload.profile_id, at.position, picks=1)
-    return True
 
 
 @reads.register
@@ -321,15 +403,13 @@ def _(payload: ev.ImagePicked) -> Reads:
 
 @project.register
 @_for_active_profile
-def _(payload: ev.PairRanked, proj: Projection, member: MemberView, at: At) -> bool:
+def _(payload: ev.PairRanked, views: Views, at: At) -> Views:
     assert payload.profile_id is not None  # ingest derives it
-    winner, loser = (
-        proj.embeddings[payload.winner_image_id],
-        proj.embeddings[payload.loser_image_id],
+    winner = views.embeddings[payload.winner_image_id]
+    loser = views.embeddings[payload.loser_image_id]
+    return views.learned(
+        at, payload.profile_id, lambda learner: learner.observe_pair(winner, loser), picks=1
     )
-    proj.learner(member.member_id, payload.profile_id).observe_pair(winner, loser)
-    proj.learned(member, payload.profile_id, at.position, picks=1)
-    return True
 
 
 @reads.register
@@ -340,23 +420,18 @@ def _(payload: ev.PairRanked) -> Reads:
 
 @project.register
 @_for_active_profile
-def _(payload: ev.ImageLiked, proj: Projection, member: MemberView, at: At) -> bool:
+def _(payload: ev.ImageLiked, views: Views, at: At) -> Views:
     assert payload.profile_id is not None  # ingest derives it
-    proj.learner(member.member_id, payload.profile_id).observe_like(
-        proj.embeddings[payload.image_id]
-    )
-    proj.learned(member, payload.profile_id, at.position)
-    return True
+    image = views.embeddings[payload.image_id]
+    return views.learned(at, payload.profile_id, lambda learner: learner.observe_like(image))
 
 
 @project.register
 @_for_active_profile
-def _(payload: ev.ImageUnliked, proj: Projection, member: MemberView, at: At) -> bool:
+def _(payload: ev.ImageUnliked, views: Views, at: At) -> Views:
     assert payload.profile_id is not None  # ingest derives it
-    image = proj.embeddings[payload.image_id]
-    proj.learner(member.member_id, payload.profile_id).observe_unlike(image)
-    proj.learned(member, payload.profile_id, at.position)
-    return True
+    image = views.embeddings[payload.image_id]
+    return views.learned(at, payload.profile_id, lambda learner: learner.observe_unlike(image))
 
 
 @reads.register
@@ -368,29 +443,27 @@ def _(payload: ev.ImageLiked | ev.ImageUnliked) -> Reads:
 
 
 @project.register
-def _(payload: ev.DefaultProfilesSelected, proj: Projection, member: MemberView, at: At) -> bool:
-    member.defaults = list(payload.profile_ids)
-    return True
+def _(payload: ev.DefaultProfilesSelected, views: Views, at: At) -> Views:
+    return views.with_member(views.member(at.member_id), at, defaults=list(payload.profile_ids))
 
 
 @project.register
-def _(payload: ev.PersonalizationToggled, proj: Projection, member: MemberView, at: At) -> bool:
-    member.personalization = payload.enabled
-    return True
+def _(payload: ev.PersonalizationToggled, views: Views, at: At) -> Views:
+    return views.with_member(views.member(at.member_id), at, personalization=payload.enabled)
 
 
 @project.register
-def _(payload: ev.DefaultVersionSet, proj: Projection, member: MemberView, at: At) -> bool:
-    member.default_version = payload.version
-    return True
+def _(payload: ev.DefaultVersionSet, views: Views, at: At) -> Views:
+    return views.with_member(views.member(at.member_id), at, default_version=payload.version)
 
 
 # CodeMinted
 
 
 @project.register
-def _(payload: ev.CodeMinted, proj: Projection, member: MemberView, at: At) -> bool:
-    proj.codes[payload.code] = CodeView(
+def _(payload: ev.CodeMinted, views: Views, at: At) -> Views:
+    member = views.member(at.member_id)
+    code = CodeView(
         code=payload.code,
         member_id=member.member_id,
         profile_id=payload.profile_id,
@@ -403,49 +476,42 @@ def _(payload: ev.CodeMinted, proj: Projection, member: MemberView, at: At) -> b
         minted_at=at.occurred_at,
         position=at.position,
     )
-    proj.minted.append(
-        MemberCode(
-            member_id=member.member_id,
-            index=member.codes_minted,
-            code=payload.code,
-            position=at.position,
-        )
+    entry = MemberCode(
+        member_id=member.member_id,
+        index=member.codes_minted,
+        code=payload.code,
+        position=at.position,
     )
-    member.codes_minted += 1
-    if payload.profile_id in member.profiles:
-        summary = member.profiles[payload.profile_id]
-        member.profiles[payload.profile_id] = summary.model_copy(
-            update={"latest_code": payload.code}
-        )
+    views = replace(views, codes={**views.codes, code.code: code}, minted=(*views.minted, entry))
+    profiles = dict(member.profiles)
+    if payload.profile_id in profiles:
+        latest = {"latest_code": payload.code}
+        profiles[payload.profile_id] = profiles[payload.profile_id].model_copy(update=latest)
     else:
-        _deleted_profile_minted(proj, payload.profile_id, payload.code, at.position)
-    return True
+        views = _deleted_profile_minted(views, payload.profile_id, payload.code, at.position)
+    return views.with_member(member, at, profiles=profiles, codes_minted=member.codes_minted + 1)
 
 
-def _deleted_profile_minted(proj: Projection, profile_id: str, code: str, position: str) -> None:
+def _deleted_profile_minted(views: Views, profile_id: str, code: str, position: str) -> Views:
     """A code minted from data the profile took before it was deleted is still its latest."""
-    model = proj.profiles.get(profile_id)
+    model = views.profile(profile_id)
     if model is None or model.summary is None:
-        return
+        return views
     summary = model.summary.model_copy(update={"latest_code": code})
-    proj.profiles[profile_id] = model.model_copy(update={"summary": summary, "position": position})
-    proj.retired.add(profile_id)
+    return views.with_profile(model.model_copy(update={"summary": summary, "position": position}))
 
 
 # Events with no member read model: the catalog, grids (ingest's), the system's priors
 
 
 @project.register
-def _(
-    payload: ev.ImageRegistered | ev.GridServed, proj: Projection, member: MemberView, at: At
-) -> bool:
-    return False
+def _(payload: ev.ImageRegistered | ev.GridServed, views: Views, at: At) -> Views:
+    return views
 
 
 @project.register
-def _(payload: ev.TasteModelPublished, proj: Projection, member: MemberView, at: At) -> bool:
-    proj.publish(payload, at.position)
-    return False
+def _(payload: ev.TasteModelPublished, views: Views, at: At) -> Views:
+    return views.publish(payload, at.position)
 
 
 @reads.register

@@ -26,7 +26,9 @@ from .families import DEFAULT_VERSION
 
 
 class View(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A read model: immutable (a fold makes a new one), canonical JSON on the wire."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     def to_bytes(self) -> bytes:
         return canonical_json(self.model_dump(mode="json"))

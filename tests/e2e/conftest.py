@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.supervisor import Stack
+from tools.supervisor import Stack
 
 ENV = {"PZ_PARTITIONS": "2", "PZ_EMBED_DIM": "16", "PZ_UNLOCK_V7": "6", "PZ_MINT_EVERY": "6"}
 

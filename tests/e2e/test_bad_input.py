@@ -17,11 +17,11 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.supervisor import Stack
 from shared.client import Client, inbound
 from shared.deadletter import DeadLetter
 from shared.domain.events import INBOUND_TYPES
 from shared.keys import partition_for
+from tools.supervisor import Stack
 
 pytestmark = pytest.mark.e2e
 MEMBER = "fuzz"

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from services.supervisor import Stack
+from tools.supervisor import Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 def test_the_demo_runs_again_and_again_on_one_system(stack: Stack) -> None:
     for run in range(2):
         demo = subprocess.run(
-            [sys.executable, "-m", "services.demo", "--images", "60", "--seed", str(run)],
+            [sys.executable, "-m", "tools.demo", "--images", "60", "--seed", str(run)],
             env={**os.environ, "REDIS_URL": stack.url}, capture_output=True, text=True,
             timeout=150,
         )  # fmt: skip

@@ -30,7 +30,6 @@ import redis
 
 from services.selection_ingest.app import build as build_ingest
 from services.selection_ingest.grid_app import build as build_grid
-from services.supervisor import Stack, service_command
 from shared.acl import acl_rules, url_for, user_name
 from shared.adapters.catalog import registered
 from shared.adapters.lifecycle import EXIT_FATAL, alive_key
@@ -41,6 +40,7 @@ from shared.domain.rpc import RPC_DEAD_LETTERS
 from shared.keys import GRID_RPC, PROFILES_RPC, RESOLVE_RPC, partition_for
 from shared.settings import Settings
 from tests.helpers import catalog, eventually
+from tools.supervisor import Stack, service_command
 
 pytestmark = pytest.mark.e2e
 ENV = {"PZ_PARTITIONS": "2", "PZ_EMBED_DIM": "16", "PZ_UNLOCK_V7": "6", "PZ_MINT_EVERY": "6"}
@@ -312,7 +312,7 @@ def test_the_running_systems_url_reaches_ops_tools(redis_url: str, tmp_path: Pat
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PZ_PARTITIONS")}
     env["PZ_RUN_FILE"] = str(run)
     result = subprocess.run(
-        [sys.executable, "-m", "services.redrive", "list"], cwd=ROOT, env=env,
+        [sys.executable, "-m", "tools.redrive", "list"], cwd=ROOT, env=env,
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

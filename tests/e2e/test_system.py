@@ -8,10 +8,10 @@ import signal
 import numpy as np
 import pytest
 
-from services.supervisor import Stack
 from shared.client import Client, inbound
 from shared.keys import partition_for
 from tests.helpers import catalog, dead_letters, eventually, grid_and_picks, register
+from tools.supervisor import Stack
 
 pytestmark = pytest.mark.e2e
 

@@ -2,7 +2,7 @@
 
 The four services run as processes (two replicas each) against a server of this test's own,
 since the test kills it: every service is SIGKILLed at least twice at random (seeded)
-moments while a mixed load is published, and the server once; see bench/fault_harness.py.
+moments while a mixed load is published, and the server once; see tools/faults/.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from bench.fault_harness import FaultConfig, run_faults
-from services.supervisor import SERVICES, Stack, service_command
 from shared.adapters.lifecycle import alive_key
 from shared.adapters.server import EmbeddedServer
+from tools.faults.config import FaultConfig
+from tools.faults.harness import run_faults
+from tools.supervisor import SERVICES, Stack, service_command
 
 pytestmark = pytest.mark.faults
 

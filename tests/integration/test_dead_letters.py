@@ -12,8 +12,6 @@ import redis
 import redis.asyncio as aioredis
 
 from services.profile_projector.app import SERVICE as PROJECTOR
-from services.redrive import command
-from services.replay import LIVE_PROJECTOR
 from shared.acl import acl_rules, url_for, user_name
 from shared.adapters.follower import AtPosition, Batch, Follower, FollowerConfig, InGroup, Source
 from shared.adapters.store import ensure_group
@@ -21,6 +19,8 @@ from shared.client import Client
 from shared.keys import Partition
 from shared.settings import Settings
 from tests.helpers import dead_letters, eventually
+from tools.redrive import command
+from tools.replay import LIVE_PROJECTOR
 
 KEPT = 100
 LETTERS = 400

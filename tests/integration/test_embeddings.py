@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 
-from services.replay import rebuild, verify
 from shared.adapters.generation import read_generation
 from shared.client import Client, inbound
 from shared.keys import image_key
@@ -15,6 +14,7 @@ from shared.settings import Settings
 from shared.taste.vectors import unit
 from tests.helpers import catalog, dead_letters, eventually, grid_and_picks, register
 from tests.integration.replay_helpers import settled
+from tools.replay import rebuild, verify
 
 SCALES = {"tiny": 1e-170, "huge": 1e150, "huger": 1e170}
 

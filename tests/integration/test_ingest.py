@@ -113,7 +113,7 @@ async def _stat(client: aioredis.Redis, name: str) -> int:
 
 
 async def test_a_dead_letter_is_redriven_after_the_fix(settings: Settings) -> None:
-    from services.redrive import letters, redrive
+    from tools.redrive import letters, redrive
 
     early = inbound("GridServed", "zoe", {"grid_id": "z1", "image_ids": ["late0", "late1"]})
     async with build(settings), Client(settings.redis_url, settings.partitions) as client:

@@ -15,9 +15,10 @@ from redis.exceptions import RedisError
 
 from services.selection_ingest.app import build
 from services.selection_ingest.ingest import GROUP, InboxEntry, Ingest
-from shared.adapters.store import ensure_group, stored_state
+from shared.adapters.store import ensure_group
 from shared.client import Client, inbound
 from shared.deadletter import DeadLetter
+from shared.domain.member import MemberState
 from shared.domain.receipt import Receipt
 from shared.keys import Partition, image_key, partition_for, partition_of
 from shared.settings import Settings
@@ -250,7 +251,7 @@ async def test_deleted_profiles_leave_the_member_state(settings: Settings) -> No
             await client.publish_and_wait(rename),
             await client.publish_and_wait(delete),
         )
-        state = stored_state(await client.redis.get(state_key))
+        state = MemberState.from_bytes(await client.redis.get(state_key))
     assert sizes[1] <= sizes[0] + 8, f"member state grew from {sizes[0]} to {sizes[1]} bytes"
     assert deleted[0] not in state.profiles
     assert renamed.code == "PROFILE_DELETED", "a deleted profile is still told apart"
@@ -283,7 +284,7 @@ async def test_the_embedded_server_refuses_a_12_mib_entry_before_storing_it(
 
 
 async def test_a_truncated_dead_letter_is_not_redriven_as_a_prefix(settings: Settings) -> None:
-    from services.redrive import redrive
+    from tools.redrive import redrive
 
     huge = json.dumps(inbound("DefaultVersionSet", "ivy", {"version": "7" * (1 << 20)})).encode()
     async with build(settings), Client(settings.redis_url, settings.partitions) as client:

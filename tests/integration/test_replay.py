@@ -11,17 +11,6 @@ import numpy as np
 import pytest
 
 from services.prompt_resolver.resolver import GENERATION_TTL_S
-from services.replay import (
-    LIVE_PROJECTOR,
-    command,
-    drop,
-    export_log,
-    generations,
-    rebuild,
-    rebuild_generation,
-    switch,
-    verify,
-)
 from shared.adapters.generation import active_generation, read_generation
 from shared.adapters.server import EmbeddedServer
 from shared.client import Client
@@ -35,6 +24,17 @@ from tests.integration.replay_helpers import (
     running,
     settled,
     snapshot,
+)
+from tools.replay import (
+    LIVE_PROJECTOR,
+    command,
+    drop,
+    export_log,
+    generations,
+    rebuild,
+    rebuild_generation,
+    switch,
+    verify,
 )
 
 PROMPTS = ["a cat --p --s 300", "a harbour --p --v 6.1", "a fox --p --v 5.2", "a dog"]

@@ -126,7 +126,7 @@ def test_the_request_model_checks_reply_to_itself() -> None:
 async def test_ops_see_rpc_dead_letters_and_are_told_why_they_cannot_be_redriven(
     settings: Settings, system: Client
 ) -> None:
-    from services.redrive import letters, redrive
+    from tools.redrive import letters, redrive
 
     await system.redis.rpush(RESOLVE_RPC, request("alice", "pz:{p0}:log"))
     await eventually(lambda: rpc_dead_letters(system.redis), lambda found: found)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.replay import rebuild, verify
-from services.taste_model import catalog_embeddings, learned_profiles, publish
 from shared.adapters.generation import active_generation
 from shared.client import Client
 from shared.domain.views import ProfileModel
@@ -13,6 +11,8 @@ from shared.keys import partition_for
 from shared.settings import Settings
 from shared.taste.prior import TastePrior, estimate_prior
 from tests.helpers import catalog, eventually, grid_and_picks, register
+from tools.replay import rebuild, verify
+from tools.taste_model import catalog_embeddings, learned_profiles, publish
 
 
 async def model_of(client: Client, settings: Settings, member: str) -> ProfileModel:

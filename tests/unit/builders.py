@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -21,8 +21,8 @@ from shared.domain.member import (
     decide,
     evolve,
 )
-from shared.domain.projection import Projection
-from shared.domain.views import CodeView, MemberView, ProfileSummary
+from shared.domain.projection import Views
+from shared.domain.views import CodeView, MemberView, ProfileModel, ProfileSummary
 from shared.taste.prior import TastePrior
 
 DIM = 4
@@ -126,23 +126,25 @@ class Journal:
         return not self.state.default_version.startswith("6")
 
 
-def project(
-    log: Iterable[ev.LoggedEvent], projection: Projection | None = None, start: int = 0
-) -> Projection:
-    """Fold ``log`` (positions counted from ``start``) into ``projection`` or a fresh one."""
-    projection = projection or fresh_projection()
+def project(log: Iterable[ev.LoggedEvent], views: Views | None = None, start: int = 0) -> Views:
+    """Fold ``log`` (positions counted from ``start``) into ``views`` or fresh ones."""
+    views = views or fresh_projection()
     for offset, event in enumerate(log):
-        projection.fold(position(start + offset), event)
-    return projection
+        views = views.fold(position(start + offset), event)
+    return views
 
 
-def fresh_projection() -> Projection:
-    return Projection(
-        members={},
-        profiles={},
-        priors={"": TastePrior.uninformed(DIM)},
+def fresh_projection(
+    members: Mapping[str, MemberView] | None = None,
+    profiles: Mapping[str, ProfileModel] | None = None,
+) -> Views:
+    """Views of an empty system, or of one that stored ``members`` and ``profiles``."""
+    return Views(
         thresholds=THRESHOLDS,
         embeddings=EMBEDDINGS,
+        priors={"": TastePrior.uninformed(DIM)},
+        loaded_members=members or {},
+        loaded_profiles=profiles or {},
     )
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from shared.domain import events as ev
 from shared.domain.listing import Listing, ListRequest, listing
-from shared.domain.projection import Projection
+from shared.domain.projection import Views
 from shared.domain.views import MemberView
 from tests.unit.builders import Journal, member_view, minted, project, summary
 
@@ -15,7 +15,7 @@ class History:
     """What the resolver reads for a listing, from one projection: the member view, her code
     entries (newest first) and the summaries deleted profiles keep on their models."""
 
-    def __init__(self, projection: Projection, member_id: str = "alice") -> None:
+    def __init__(self, projection: Views, member_id: str = "alice") -> None:
         self.member_id = member_id
         self.member: MemberView = projection.members[member_id]
         entries = sorted(projection.minted, key=lambda e: e.index, reverse=True)

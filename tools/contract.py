@@ -2,7 +2,7 @@
 
 This app is never run: it declares, for documentation, every channel other services use
 (inbound messages per type, the event log, dead letters, the resolver's RPC). Generate the
-document with ``make docs`` (``faststream docs gen services.contract:app``) into
+document with ``make docs`` (``faststream docs gen tools.contract:app``) into
 ``docs/asyncapi.json``; ``tests/test_contract.py`` keeps the committed copy current.
 """
 

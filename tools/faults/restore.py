@@ -18,12 +18,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from services.replay import export_log
-from services.supervisor import Stack
 from shared.adapters.server import EmbeddedServer
 from shared.client import Client
 from shared.keys import all_partitions
 from shared.settings import Settings
+from tools.replay import export_log
+from tools.supervisor import Stack
+
+from .config import Say
 
 QUIET_S = 4.0
 
@@ -74,7 +76,7 @@ async def restore_cycle(
     original_url: str,
     members: list[str],
     data_dir: Path,
-    say: Any,
+    say: Say,
     acl: bool = True,
 ) -> RestoreReport:
     """Export from ``original_url`` (its services still running and drained), restore into a
@@ -115,9 +117,9 @@ async def restore_cycle(
 
 
 async def _import(url: str, path: Path) -> None:
-    """``python -m services.replay import FILE``, as an operator runs it."""
+    """``python -m tools.replay import FILE``, as an operator runs it."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.replay", "import", str(path),
+        sys.executable, "-m", "tools.replay", "import", str(path),
         env={**os.environ, "REDIS_URL": url, "PZ_GENERATION_GRACE_S": "0"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip

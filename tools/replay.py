@@ -1,9 +1,9 @@
 """Replay: rebuild every read model from the log, verify, switch; export and import the log.
 
-    python -m services.replay rebuild [--verify] [--switch]   # into a fresh generation
-    python -m services.replay drop GENERATION                  # delete one generation's models
-    python -m services.replay export FILE                      # the log (and its skips), JSON lines
-    python -m services.replay import FILE                      # restore a log, then rebuild
+    python -m tools.replay rebuild [--verify] [--switch]   # into a fresh generation
+    python -m tools.replay drop GENERATION                  # delete one generation's models
+    python -m tools.replay export FILE                      # the log (and its skips), JSON lines
+    python -m tools.replay import FILE                      # restore a log, then rebuild
 
 A rebuild first drops the generations earlier rebuilds left behind (neither active nor being
 built), then folds each partition's log into a fresh generation with the fold the live
@@ -38,7 +38,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from services.code_minter.minter import Mint
+from services.code_minter.minter import memory
 from services.profile_projector.projector import Projector
 from shared.adapters.catalog import catalog_entry
 from shared.adapters.follower import Entry
@@ -487,13 +487,10 @@ class WriteSide:
 
     def write(self, pipe: Any) -> None:
         for (index, member), state in self.states.items():
-            pipe.set(
-                Partition(index).member_state(member), f"{state.version} {state.model_dump_json()}"
-            )
+            pipe.set(Partition(index).member_state(member), state.to_bytes())
         for (index, profile_id), minted in self.mints.items():
-            mint = Mint(minted.code, {"profile_id": profile_id, "evidence": minted.evidence,
-                                      "vector": minted.vector}, b"")  # fmt: skip
-            pipe.set(Partition(index).minter_profile(profile_id), mint.memory())
+            remembered = memory(minted.code, minted.evidence, minted.vector)
+            pipe.set(Partition(index).minter_profile(profile_id), remembered)
 
     def claim(self, pipe: Any, index: int, minted: ev.CodeMinted) -> None:
         """Every code ever minted stays claimed by its state (a new one never reuses it)."""

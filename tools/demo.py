@@ -36,7 +36,7 @@ def say(text: str = "") -> None:
 async def publish_prior(url: str) -> str:
     """What an operator runs (an ops command, not part of the public contract): as admin."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.taste_model", "publish", "--from-catalog",
+        sys.executable, "-m", "tools.taste_model", "publish", "--from-catalog",
         env={**os.environ, "REDIS_URL": url}, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, _ = await process.communicate()
@@ -70,9 +70,7 @@ async def scenario(client: Client, settings: Settings, url: str, seed: int, imag
     accepted = sum(receipt.status == "accepted" for receipt in receipts)
     say(f"   {accepted} registrations accepted (each publisher waits for its receipt)")
     say("   an operator publishes a prior that tracks the catalog's main directions:")
-    say(
-        f"   $ python -m services.taste_model publish --from-catalog  ->  {await publish_prior(url)}"
-    )
+    say(f"   $ python -m tools.taste_model publish --from-catalog  ->  {await publish_prior(url)}")
 
     needed = settings.unlock_v7
     say(

@@ -1,8 +1,8 @@
 """Dead letters: list them, and redrive them after a fix.
 
-    python -m services.redrive list [--code CODE]
-    python -m services.redrive redrive [--code CODE] [--id ENTRY_ID ...]
-    python -m services.redrive export FILE      # every dead letter, one JSON object a line
+    python -m tools.redrive list [--code CODE]
+    python -m tools.redrive redrive [--code CODE] [--id ENTRY_ID ...]
+    python -m tools.redrive export FILE      # every dead letter, one JSON object a line
 
 Redriving puts a letter's original message back where it came from: an inbox message is
 published to its inbox again (same idempotency key, so it is appended at most once), a
@@ -27,12 +27,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from services.replay import CHUNK, Progress
 from shared.adapters.store import connect, text
 from shared.deadletter import DeadLetter
 from shared.domain.rpc import RPC_DEAD_LETTERS
 from shared.keys import all_partitions
 from shared.settings import Settings
+from tools.replay import CHUNK, Progress
 
 REDRIVE = """
 -- KEYS: dead letters, source stream; ARGV: dead-letter id, field, original

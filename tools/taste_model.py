@@ -1,7 +1,7 @@
 """Estimate the population prior from the profiles the system has, and publish it.
 
-    python -m services.taste_model publish [--rank 16] [--min-evidence 40]
-    python -m services.taste_model publish --from-catalog [--rank 16]
+    python -m tools.taste_model publish [--rank 16] [--min-evidence 40]
+    python -m tools.taste_model publish --from-catalog [--rank 16]
 
 The prior is data: it is appended as ``TasteModelPublished`` to every partition's log, so a
 replay reproduces exactly which prior each profile learned with. ``--from-catalog`` (for a
