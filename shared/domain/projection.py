@@ -420,18 +420,15 @@ def _(payload: ev.PairRanked) -> Reads:
 
 @project.register
 @_for_active_profile
-def _(payload: ev.ImageLiked, views: Views, at: At) -> Views:
+def _(payload: ev.ImageLiked | ev.ImageUnliked, views: Views, at: At) -> Views:
     assert payload.profile_id is not None  # ingest derives it
     image = views.embeddings[payload.image_id]
-    return views.learned(at, payload.profile_id, lambda learner: learner.observe_like(image))
+    liked = isinstance(payload, ev.ImageLiked)
 
+    def teach(learner: TasteLearner) -> None:
+        (learner.observe_like if liked else learner.observe_unlike)(image)
 
-@project.register
-@_for_active_profile
-def _(payload: ev.ImageUnliked, views: Views, at: At) -> Views:
-    assert payload.profile_id is not None  # ingest derives it
-    image = views.embeddings[payload.image_id]
-    return views.learned(at, payload.profile_id, lambda learner: learner.observe_unlike(image))
+    return views.learned(at, payload.profile_id, teach)
 
 
 @reads.register
