@@ -78,6 +78,12 @@ class Partition:
         """The set of images a member likes, kept out of the member state."""
         return f"{self.tag}:liked:{member_id}"
 
+    @property
+    def unpublished(self) -> str:
+        """The images this partition's log registered that grids may not show yet: added in
+        the commit that appends their events, removed once they are published."""
+        return f"{self.tag}:unpublished"
+
     def member_set(self, name: str, member_id: str) -> str:
         """One of the sets beside a member's state: ``gone`` or ``liked``."""
         return {"gone": self.deleted_profiles, "liked": self.liked_images}[name](member_id)

@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.domain.member import Rules
+
 RUN_FILE = "data/run.json"
 
 
@@ -62,6 +64,14 @@ class Settings(BaseModel):
 
     def unlock_threshold(self, family: str) -> int:
         return self.unlock_v6 if family == "v6" else self.unlock_v7
+
+    def rules(self) -> Rules:
+        """The member rules ingest decides with under these settings."""
+        return Rules(
+            unlock={"v6": self.unlock_v6, "v7": self.unlock_v7},
+            embed_dim=self.embed_dim,
+            grids_kept=self.grids_kept,
+        )
 
 
 def run_file(env: dict[str, str] | None = None) -> Path:

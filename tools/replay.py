@@ -506,12 +506,7 @@ async def import_log(
     for partition in all_partitions(settings.partitions):
         if await client.xlen(partition.log):
             raise ValueError(f"{partition.log} is not empty; import only into an empty server")
-    rules = Rules(
-        unlock={"v6": settings.unlock_v6, "v7": settings.unlock_v7},
-        embed_dim=settings.embed_dim,
-        grids_kept=settings.grids_kept,
-    )
-    write_side = WriteSide(rules)
+    write_side = WriteSide(settings.rules())
     events = 0
     progress = Progress(f"import {path}", sum(1 for _ in path.open()), quiet, unit="lines")
     async with client.pipeline(transaction=False) as pipe:

@@ -8,6 +8,8 @@ RPC runs in a process of its own (``grid_app.py``) so that it never slows ingest
 
 from __future__ import annotations
 
+import asyncio
+
 from faststream import FastStream
 
 from shared.adapters.follower import Entry, InGroup
@@ -20,6 +22,7 @@ from shared.settings import Settings
 from .ingest import GROUP, InboxEntry, Ingest
 
 SERVICE = "selection-ingest"
+REPUBLISH_EVERY_S = 2.0
 
 
 def inbox(partition: Partition) -> str:
@@ -45,10 +48,18 @@ def build(settings: Settings) -> FastStream:
             die(SERVICE, f"the server's {CONFIG} says partitions={stored} but PZ_PARTITIONS="
                 f"{settings.partitions}: every service must use the server's partition count")  # fmt: skip
 
+    async def republish() -> None:
+        """Now and then, publish the images a crash left unpublished (usually none)."""
+        while True:
+            for ingest in ingests.values():
+                await persistently(ingest.republish, SERVICE)
+            await asyncio.sleep(REPUBLISH_EVERY_S)
+
     @svc.app.after_startup
     async def start() -> None:
         await persistently(publish_partitions, SERVICE)
         svc.follow(InGroup(inbox, GROUP, process, settings.max_message_bytes), "consume-inboxes")
+        svc.tasks.start(republish(), "republish-images")
 
     return svc.app
 

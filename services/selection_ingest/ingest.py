@@ -33,7 +33,6 @@ from shared.domain.member import (
     ImageInfo,
     MemberState,
     Rejected,
-    Rules,
     decide,
     evolve,
     needs,
@@ -193,11 +192,7 @@ class Ingest:
         self.client = client
         self.settings = settings
         self.partition = partition
-        self.rules = Rules(
-            unlock={"v6": settings.unlock_v6, "v7": settings.unlock_v7},
-            embed_dim=settings.embed_dim,
-            grids_kept=settings.grids_kept,
-        )
+        self.rules = settings.rules()
         self.script = client.register_script(APPEND_BATCH)
         self.claim_script = client.register_script(CLAIM_IMAGE)
         self.known_images: dict[str, ImageInfo] = {}
@@ -327,6 +322,7 @@ class Ingest:
             before, state = state, evolve(state, event, self.rules)
             if isinstance(event, ev.ImageRegistered):
                 plan.images[event.image_id] = (item, event)
+                plan.sets.append((self.partition.unpublished, "add", event.image_id))
                 catalog[event.image_id] = ImageInfo(item.member_id, event.model_version, item.owner)
             for name, change, value in set_changes(before, state):
                 plan.sets.append((self.partition.member_set(name, item.member_id), change, value))
@@ -370,14 +366,13 @@ class Ingest:
         }
         async with self.client.pipeline(transaction=False) as pipe:
             for member, key in owners.values():
-                pipe.exists(
-                    Partition(partition_of(member, self.settings.partitions)).idempotency(
-                        member, key
-                    )
-                )
+                pipe.exists(self._home(member).idempotency(member, key))
             logged = await pipe.execute()
         done = {image for image, flag in zip(owners, logged, strict=True) if flag}
-        await self._publish({image: claims[image].model_version for image in done})
+        await self._publish(
+            {image: claims[image].model_version for image in done},
+            {image: self._home(owners[image][0]).unpublished for image in done},
+        )
         for image in done:
             self.known_images[image] = replace(claims[image], pending=False)
         return {image: info for image, info in claims.items() if image not in done}
@@ -490,11 +485,29 @@ class Ingest:
         return not lost
 
     async def _publish_images(self, images: dict[str, tuple[Decoded, ev.ImageRegistered]]) -> None:
-        await self._publish({image: event.model_version for image, (_, event) in images.items()})
+        versions = {image: event.model_version for image, (_, event) in images.items()}
+        await self._publish(versions, dict.fromkeys(versions, self.partition.unpublished))
 
-    async def _publish(self, versions: dict[str, str]) -> None:
-        """Once their events are in the log, images stop being claims: grids may show them."""
-        if not versions:
+    async def republish(self, limit: int = 500) -> int:
+        """Publish the images whose events are in this partition's log but that a crash
+        kept from being published (between the commit and :meth:`_publish_images`); how
+        many. Run now and then by every replica: publishing twice is harmless."""
+        listed: Any = await self.client.srandmember(self.partition.unpublished, limit)
+        ids = [text(i) for i in listed]
+        if not ids:
+            return 0
+        async with self.client.pipeline(transaction=False) as pipe:
+            for image_id in ids:
+                pipe.hget(image_key(image_id), "version")
+            versions = await pipe.execute()
+        found = {i: text(v) for i, v in zip(ids, versions, strict=True) if v is not None}
+        await self._publish(found, dict.fromkeys(ids, self.partition.unpublished))
+        return len(ids)
+
+    async def _publish(self, versions: dict[str, str], listed_in: dict[str, str]) -> None:
+        """Once their events are in the log, images stop being claims: grids may show them,
+        and they leave the sets (``listed_in``) that remember them until then."""
+        if not versions and not listed_in:
             return
         async with self.client.pipeline(transaction=False) as pipe:
             for image_id, version in versions.items():
@@ -502,7 +515,12 @@ class Ingest:
                 family = family_of(version)
                 if family is not None:
                     pipe.sadd(family_images(family), image_id)
+            for image_id, key in listed_in.items():
+                pipe.srem(key, image_id)
             await pipe.execute()
+
+    def _home(self, member_id: str) -> Partition:
+        return Partition(partition_of(member_id, self.settings.partitions))
 
 
 def _reused(item: Decoded, stored: str) -> Rejected:

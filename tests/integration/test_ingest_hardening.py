@@ -294,3 +294,32 @@ async def test_a_truncated_dead_letter_is_not_redriven_as_a_prefix(settings: Set
         length = await client.redis.xlen(client.inbox("ivy"))
     assert done == 0 and "only the first" in left[0] and "send it again" in left[0]
     assert length == 0, "nothing was pushed back to the inbox"
+
+
+async def test_an_image_a_crash_kept_from_being_published_is_published_without_new_messages(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed between the commit and the publishing of its images, ingest leaves them
+    pending; nothing may have to name them again for grids to see them."""
+    client = aioredis.Redis.from_url(settings.redis_url)
+    ingest = Ingest(client, settings, partition_for("crashy", settings.partitions))
+    message = inbound("ImageRegistered", "crashy", {
+        "image_id": "orphan1", "model_version": "7", "embedding": [1.0] * settings.embed_dim,
+    })  # fmt: skip
+
+    async def killed(images: object) -> None:
+        raise SystemExit("killed -9 after the commit")
+
+    monkeypatch.setattr(ingest, "_publish_images", killed)
+    with pytest.raises(SystemExit):
+        await ingest.process(await _delivered(client, ingest.partition, message))
+    assert b"pending" in await client.hgetall(image_key("orphan1"))
+    monkeypatch.undo()
+    async with build(settings):
+        stored = await eventually(
+            lambda: client.hgetall(image_key("orphan1")), lambda s: b"pending" not in s
+        )
+    assert stored[b"creator"] == b"crashy"
+    assert await client.sismember("pz:catalog:v7", "orphan1")
+    assert await client.scard(ingest.partition.unpublished) == 0
+    await client.aclose()

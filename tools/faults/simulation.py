@@ -24,8 +24,20 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from shared.adapters.catalog import registered
+from shared.domain import events as ev
 from shared.domain.events import LoggedEvent
 from shared.domain.families import family_of
+from shared.domain.member import (
+    Context,
+    ImageInfo,
+    MemberState,
+    NewId,
+    ProfileState,
+    Rejected,
+    Rules,
+    decide,
+    evolve,
+)
 from shared.keys import all_partitions, partition_for
 
 from .config import FaultConfig, Say
@@ -52,17 +64,23 @@ class Planned:
     label: str
     body: dict[str, Any] | bytes
     needs: tuple[str, ...] = ()
-    effect: Callable[[], object] | None = None
 
     def data(self, ids: dict[str, str]) -> bytes:
         if isinstance(self.body, bytes):
             return self.body
         return json.dumps(_resolve(self.body, ids)).encode()
 
+    def payload(self) -> ev.Payload:
+        """The typed payload, with the refs themselves for profile IDs (the simulation's)."""
+        assert isinstance(self.body, dict), "only valid messages are simulated"
+        return ev.Inbound.model_validate(_resolve(self.body, None)).typed_payload()
 
-def _resolve(value: Any, ids: dict[str, str]) -> Any:
+
+def _resolve(value: Any, ids: dict[str, str] | None) -> Any:
+    """``value`` with every ``@ref:<ref>`` replaced by ``ids[ref]`` (by ``ref`` without ids)."""
     if isinstance(value, str) and value.startswith(REF):
-        return ids[value[len(REF) :]]
+        ref = value[len(REF) :]
+        return ref if ids is None else ids[ref]
     if isinstance(value, dict):
         return {k: _resolve(v, ids) for k, v in value.items()}
     if isinstance(value, list):
@@ -71,31 +89,24 @@ def _resolve(value: Any, ids: dict[str, str]) -> Any:
 
 
 @dataclass
-class SimProfile:
-    family: str
-    name: str
-    is_global: bool
-    picks: int = 0
-    deleted: bool = False
-
-
-@dataclass
 class Catalog:
-    """The images every member registered up front: id -> (creator, version)."""
+    """The images every member registered up front, as ingest sees them."""
 
-    images: dict[str, tuple[str, str]] = field(default_factory=dict)
+    images: dict[str, ImageInfo] = field(default_factory=dict)
 
     def pool(self, family: str) -> list[str]:
-        return [i for i, (_, v) in self.images.items() if family_of(v) == family]
+        return [i for i, info in self.images.items() if info.family == family]
 
 
 class MemberSim:
     """One member's seeded message stream, and the state ingest must end up with for it.
 
+    The state is the domain's own :class:`MemberState`: a message taken for sending is
+    decided and folded with ingest's ``decide`` and ``evolve`` (so what was never sent never
+    counts, and a message the rules would reject is a bug of the load, raised at once).
     Profiles are named by *refs*: ``global:v7`` or the idempotency key of the message that
     created them; the IDs ingest assigns are learned from the log before a message that
-    names a profile is sent. A message changes the simulated state when it is taken for
-    sending (its ``effect``), so that what was never sent never counts.
+    names a profile is sent.
     """
 
     ACTIONS = (
@@ -104,22 +115,22 @@ class MemberSim:
         ("register", 1),
     )  # fmt: skip
 
-    def __init__(self, member: str, seed: int, catalog: Catalog, config: FaultConfig) -> None:
+    def __init__(
+        self, member: str, seed: int, catalog: Catalog, config: FaultConfig, rules: Rules
+    ) -> None:
         self.member = member
         self.rng = random.Random(f"{seed}/{member}")
         self.catalog = catalog
         self.config = config
-        self.default_version = "7"
-        self.personalization = False
-        self.profiles: dict[str, SimProfile] = {}
-        self.liked: set[str] = set()
-        self.defaults: list[str] = []
+        self.rules = rules
+        self.state = MemberState()
+        self.deleted: dict[str, ProfileState] = {}
         self.counter = 0
         self.queue: list[Planned] = []
         self.sent: list[Planned] = []
         self.head: Planned | None = None
         self.pools = {f: catalog.pool(f) for f in ("v6", "v7")}
-        self.others = [i for i, (creator, _) in catalog.images.items() if creator != member]
+        self.others = [i for i, info in catalog.images.items() if info.creator != member]
 
     def peek(self) -> Planned:
         if self.head is None:
@@ -131,21 +142,63 @@ class MemberSim:
         self.head = None
         if head.kind == "valid":
             self.sent.append(head)
-            if head.effect is not None:
-                head.effect()
+            self._fold(head)
         return head
+
+    def _fold(self, item: Planned) -> None:
+        """Decide ``item`` and fold what it appends, as ingest must."""
+        payload = item.payload()
+        try:
+            appended = self._decide(payload, item.key)
+        except Rejected as error:
+            raise RuntimeError(f"the load planned {item.key}, which the rules reject: "
+                               f"{error.code}: {error.message}") from error  # fmt: skip
+        for event in appended:
+            if isinstance(event, ev.ProfileDeleted):
+                self.deleted[event.profile_id] = self.state.profiles[event.profile_id]
+            self.state = evolve(self.state, event, self.rules)
+
+    def _decide(self, payload: ev.Payload, key: str) -> list[ev.Payload]:
+        """``decide`` with refs for the IDs of new profiles: ``global:<family>`` for a
+        Global Profile, ``key`` (the creating message's) for one a member creates. A first
+        (pure) decision tells which profiles the message creates, the second names them."""
+        probed = decide(payload, self._context(lambda: "new"))
+        refs = [
+            f"global:{event.family}" if event.is_global else key
+            for event in probed
+            if isinstance(event, ev.ProfileCreated)
+        ]
+        if not refs:
+            return probed
+        names = iter(refs)
+        return decide(payload, self._context(lambda: next(names)))
+
+    def _context(self, new_id: NewId) -> Context:
+        return Context(self.state, self.member, self.catalog.images, self.rules, new_id)
+
+    @property
+    def liked(self) -> frozenset[str]:
+        return self.state.likes
 
     def expected(self, known: dict[str, str]) -> dict[str, Any]:
         """What the member's state must be once everything sent is processed; profiles by
         the IDs ingest gave them (``known``: ref -> ID) as (picks, name, deleted, global,
         family)."""
+        profiles = [(p, False) for p in self.state.profiles.values()]
+        profiles += [(p, True) for p in self.deleted.values()]
         return {
-            "personalization": self.personalization,
-            "default_version": self.default_version,
-            "defaults": [known.get(ref, ref) for ref in self.defaults],
+            "personalization": self.state.personalization,
+            "default_version": self.state.default_version,
+            "defaults": [known.get(ref, ref) for ref in self.state.defaults],
             "profiles": {
-                known.get(ref, ref): (p.picks, p.name, p.deleted, p.is_global, p.family)
-                for ref, p in self.profiles.items()
+                known.get(p.profile_id, p.profile_id): (
+                    p.ratings,
+                    p.name,
+                    deleted,
+                    p.is_global,
+                    p.family,
+                )
+                for p, deleted in profiles
             },
         }
 
@@ -165,17 +218,11 @@ class MemberSim:
         self.counter += 1
         return f"{self.member}.{label}.{self.counter}"
 
-    def _msg(
-        self,
-        type_: str,
-        payload: dict[str, Any],
-        needs: Iterable[str] = (),
-        effect: Callable[[], object] | None = None,
-    ) -> Planned:
+    def _msg(self, type_: str, payload: dict[str, Any], needs: Iterable[str] = ()) -> Planned:
         key = self._key(type_)
         body = {"type": type_, "schema_version": 1, "idempotency_key": key,
                 "member_id": self.member, "payload": payload}  # fmt: skip
-        return Planned(self.member, "valid", key, type_, body, tuple(needs), effect)
+        return Planned(self.member, "valid", key, type_, body, tuple(needs))
 
     def _action(self) -> list[Planned]:
         names, weights = zip(*self.ACTIONS, strict=True)
@@ -184,121 +231,76 @@ class MemberSim:
         return handler()
 
     def _live(self, custom_only: bool = False) -> list[str]:
-        return [
-            ref
-            for ref, p in self.profiles.items()
-            if not p.deleted and not (custom_only and p.is_global)
-        ]
-
-    def _global(self, family: str) -> SimProfile:
-        """The Global Profile of ``family``; ingest creates it on first use."""
-        ref = f"global:{family}"
-        if ref not in self.profiles:
-            self.profiles[ref] = SimProfile(family, f"Global {family.upper()} Profile", True)
-        return self.profiles[ref]
-
-    def _count_pick(self, ref: str | None, family: str) -> Callable[[], object]:
-        def effect() -> None:
-            profile = self.profiles[ref] if ref else self._global(family)
-            profile.picks += 1
-
-        return effect
+        return [ref for ref, p in self.state.profiles.items() if not (custom_only and p.is_global)]
 
     def _grid(self) -> list[Planned]:
         customs = self._live(custom_only=True)
         target = self.rng.choice(customs) if customs and self.rng.random() < 0.3 else None
-        family = self.profiles[target].family if target else family_of(self.default_version)
+        family = (
+            self.state.profiles[target].family if target else family_of(self.state.default_version)
+        )
         assert family is not None
         images = self.rng.sample(self.pools[family], self.rng.randint(6, 9))
         grid_id = f"{self.member}-g{self.counter}"
         payload: dict[str, Any] = {"grid_id": grid_id, "image_ids": images}
         if target:
             payload["profile_id"] = REF + target
-        messages = [
-            self._msg("GridServed", payload, [target] if target else [],
-                      None if target else lambda: self._global(family))
-        ]  # fmt: skip
+        messages = [self._msg("GridServed", payload, [target] if target else [])]
         for image in self.rng.sample(images, self.rng.randint(1, 3)):
-            pick = {"grid_id": grid_id, "image_id": image}
-            messages.append(self._msg("ImagePicked", pick, (), self._count_pick(target, family)))
+            messages.append(self._msg("ImagePicked", {"grid_id": grid_id, "image_id": image}))
         return messages
 
     def _like(self) -> list[Planned]:
         candidates = [i for i in self.others if i not in self.liked]
         if not candidates:
             return []
-        image = self.rng.choice(candidates)
-        family = family_of(self.catalog.images[image][1])
-        assert family is not None
-
-        def effect() -> None:
-            self._global(family)
-            self.liked.add(image)
-
-        return [self._msg("ImageLiked", {"image_id": image}, (), effect)]
+        return [self._msg("ImageLiked", {"image_id": self.rng.choice(candidates)})]
 
     def _unlike(self) -> list[Planned]:
         if not self.liked:
             return []
-        image = self.rng.choice(sorted(self.liked))
-        return [self._msg("ImageUnliked", {"image_id": image}, (),
-                          lambda: self.liked.discard(image))]  # fmt: skip
+        return [self._msg("ImageUnliked", {"image_id": self.rng.choice(sorted(self.liked))})]
 
     def _pair(self) -> list[Planned]:
         family = "v7" if self.rng.random() < 0.7 else "v6"
         winner, loser = self.rng.sample(self.pools[family], 2)
-        payload = {"winner_image_id": winner, "loser_image_id": loser}
-        return [self._msg("PairRanked", payload, (), self._count_pick(None, family))]
+        return [self._msg("PairRanked", {"winner_image_id": winner, "loser_image_id": loser})]
 
     def _toggle(self) -> list[Planned]:
-        enabled = self.rng.random() < 0.5
-        return [self._msg("PersonalizationToggled", {"enabled": enabled}, (),
-                          lambda: setattr(self, "personalization", enabled))]  # fmt: skip
+        return [self._msg("PersonalizationToggled", {"enabled": self.rng.random() < 0.5})]
 
     def _version(self) -> list[Planned]:
         version = self.rng.choice(V7_VERSIONS * 2 + V6_VERSIONS)
-        return [self._msg("DefaultVersionSet", {"version": version}, (),
-                          lambda: setattr(self, "default_version", version))]  # fmt: skip
+        return [self._msg("DefaultVersionSet", {"version": version})]
 
     def _defaults(self) -> list[Planned]:
         live = self._live()
         chosen = self.rng.sample(live, min(len(live), self.rng.randint(0, 3)))
-        return [self._msg("DefaultProfilesSelected", {"profile_ids": [REF + r for r in chosen]},
-                          chosen, lambda: setattr(self, "defaults", chosen))]  # fmt: skip
+        payload = {"profile_ids": [REF + r for r in chosen]}
+        return [self._msg("DefaultProfilesSelected", payload, chosen)]
 
     def _create(self) -> list[Planned]:
-        family = family_of(self.default_version)
+        family = family_of(self.state.default_version)
         assert family is not None
-        base = self.profiles.get(f"global:{family}")
-        if base is None or base.picks < self.config.unlock or len(self._live(True)) >= 6:
+        base = self.state.global_profile(family)
+        if base is None or base.ratings < self.rules.unlock[family] or len(self._live(True)) >= 6:
             return []
-        name = f"{self.member} style {self.counter}"
-        message = self._msg("ProfileCreated", {"name": name})
-        message.effect = lambda: self.profiles.setdefault(
-            message.key, SimProfile(family, name, False)
-        )
-        return [message]
+        return [self._msg("ProfileCreated", {"name": f"{self.member} style {self.counter}"})]
 
     def _rename(self) -> list[Planned]:
         live = self._live()
         if not live:
             return []
         ref = self.rng.choice(live)
-        name = f"renamed {self.member} {self.counter}"
-        return [self._msg("ProfileRenamed", {"profile_id": REF + ref, "name": name}, [ref],
-                          lambda: setattr(self.profiles[ref], "name", name))]  # fmt: skip
+        payload = {"profile_id": REF + ref, "name": f"renamed {self.member} {self.counter}"}
+        return [self._msg("ProfileRenamed", payload, [ref])]
 
     def _delete(self) -> list[Planned]:
         customs = self._live(custom_only=True)
         if len(customs) < 2:
             return []
         ref = self.rng.choice(customs)
-
-        def effect() -> None:
-            self.profiles[ref].deleted = True
-            self.defaults = [d for d in self.defaults if d != ref]
-
-        return [self._msg("ProfileDeleted", {"profile_id": REF + ref}, [ref], effect)]
+        return [self._msg("ProfileDeleted", {"profile_id": REF + ref}, [ref])]
 
     def _register(self) -> list[Planned]:
         """A new image of this member's, mid-run (the catalog write precedes the append)."""
@@ -344,7 +346,7 @@ def make_catalog(config: FaultConfig) -> tuple[Catalog, list[Planned]]:
         versions += [rng.choice(V6_VERSIONS) for _ in range(config.images_v6)]
         for n, version in enumerate(versions):
             image = f"{member}-i{n}"
-            catalog.images[image] = (member, version)
+            catalog.images[image] = ImageInfo(member, version)
             embedding = [round(rng.gauss(0, 1), 6) for _ in range(config.embed_dim)]
             if config.extreme_images and n < len(EXTREME_SCALES):
                 embedding = [value * EXTREME_SCALES[n] for value in embedding]
@@ -418,7 +420,10 @@ class LoadGenerator:
     profile ingest has not created yet waits, the others go on."""
 
     def __init__(self, config: FaultConfig, catalog: Catalog, ids: ProfileIds) -> None:
-        self.members = [MemberSim(m, config.seed, catalog, config) for m in member_ids(config.members)]  # fmt: skip
+        rules = config.settings("redis://unused").rules()
+        self.members = [
+            MemberSim(m, config.seed, catalog, config, rules) for m in member_ids(config.members)
+        ]
         self.rng = random.Random(f"{config.seed}/interleave")
         self.ids = ids
 
