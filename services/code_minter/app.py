@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from faststream import FastStream
 
-from shared.adapters.follower import PartitionFollower
+from shared.adapters.follower import AtPosition
 from shared.adapters.service import service
-from shared.keys import Partition, all_partitions
+from shared.keys import Partition
 from shared.settings import Settings
 
 from .minter import Minter
@@ -27,11 +27,7 @@ def build(settings: Settings) -> FastStream:
 
     @svc.app.after_startup
     async def start() -> None:
-        config = svc.follower_config(changes, minter.position_key)
-        follower = PartitionFollower(
-            svc.client, config, all_partitions(settings.partitions), minter.apply
-        )
-        svc.tasks.start(follower.run(), "follow-changes")
+        svc.follow(AtPosition(changes, minter.position_key, minter.apply), "follow-changes")
 
     return svc.app
 

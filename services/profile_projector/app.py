@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from faststream import FastStream
 
-from shared.adapters.follower import PartitionFollower
+from shared.adapters.follower import AtPosition
 from shared.adapters.generation import read_generation
 from shared.adapters.lifecycle import persistently
 from shared.adapters.readmodels import RedisReadModels
 from shared.adapters.service import service
-from shared.keys import Partition, all_partitions
+from shared.keys import Partition
 from shared.settings import Settings
 
 from .projector import Projector
@@ -32,11 +32,7 @@ def build(settings: Settings) -> FastStream:
         generation = await persistently(lambda: read_generation(svc.client), SERVICE)
         models = RedisReadModels(svc.client, settings, generation)
         projector = Projector(models, settings, follow_active=True)
-        config = svc.follower_config(log, projector.position_key)
-        partitions = all_partitions(settings.partitions)
-        svc.tasks.start(
-            PartitionFollower(svc.client, config, partitions, projector.apply).run(), "follow-log"
-        )
+        svc.follow(AtPosition(log, projector.position_key, projector.apply), "follow-log")
 
     return svc.app
 

@@ -12,7 +12,7 @@ import asyncio
 
 from faststream import FastStream
 
-from shared.adapters.follower import Entry, GroupFollower
+from shared.adapters.follower import Entry, InGroup
 from shared.adapters.lifecycle import die, persistently
 from shared.adapters.service import service
 from shared.adapters.store import text
@@ -58,11 +58,7 @@ def build(settings: Settings) -> FastStream:
     @svc.app.after_startup
     async def start() -> None:
         await persistently(publish_partitions, SERVICE)
-        config = svc.follower_config(inbox, inbox)
-        follower = GroupFollower(
-            client, config, partitions, GROUP, process, settings.max_message_bytes
-        )
-        svc.tasks.start(follower.run(), "consume-inboxes")
+        svc.follow(InGroup(inbox, GROUP, process, settings.max_message_bytes), "consume-inboxes")
         svc.tasks.start(republish(), "republish-images")
 
     return svc.app

@@ -4,7 +4,6 @@ when the server refuses its user (shared/adapters/lifecycle.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -12,10 +11,10 @@ from faststream import FastStream
 from faststream.redis import RedisBroker
 from faststream.specification import AsyncAPI
 
-from shared.keys import Partition
+from shared.keys import all_partitions
 from shared.settings import Settings
 
-from .follower import FollowerConfig
+from .follower import Follower, FollowerConfig, Source
 from .lifecycle import Tasks, heartbeat, until_reachable
 from .rpc import Replies
 from .store import connect
@@ -30,20 +29,19 @@ class Service:
     app: FastStream
     tasks: Tasks
 
-    def follower_config(
-        self, stream: Callable[[Partition], str], position: Callable[[Partition], str]
-    ) -> FollowerConfig:
-        """How this service's replicas share partitions (leases of ``PZ_CLAIM_IDLE_MS``)."""
-        return FollowerConfig(
+    def follow(self, source: Source, task: str) -> None:
+        """Follow ``source`` in every partition whose lease this replica holds (leases of
+        ``PZ_CLAIM_IDLE_MS``; replicas share the partitions), as the background ``task``."""
+        config = FollowerConfig(
             role=self.name,
             replica=self.settings.replica,
-            stream=stream,
-            position=position,
             batch_size=self.settings.batch_size,
             lease_ms=self.settings.claim_idle_ms,
             max_attempts=self.settings.max_deliveries,
             dead_letters_kept=self.settings.dead_letters_kept,
         )
+        partitions = all_partitions(self.settings.partitions)
+        self.tasks.start(Follower(self.client, config, partitions, source).run(), task)
 
     def replies(self) -> Replies:
         """How this service answers RPC requests (and dead-letters unanswerable ones)."""

@@ -60,41 +60,6 @@ end
 return ids
 """
 
-ADOPT_PENDING = """
--- KEYS[1]: stream; ARGV: group, consumer, start, count. XAUTOCLAIM of IDs only (JUSTID):
--- taking over a crashed consumer's entries copies none of their payloads.
-return redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'COUNT', ARGV[4], 'JUSTID')
-"""
-
-READ_BOUNDED = """
--- XREADGROUP without ever handing an oversized entry to the client: an entry whose fields
--- and values add up to more than ARGV[5] bytes comes back as the fields __oversize__
--- '<entry bytes> <bytes of its largest value> <sha1 of that value>', __field__ <that
--- field's name> and __prefix__ <its first ARGV[6] bytes>. KEYS[1]: stream; ARGV: group, consumer, start
--- ('0' for this consumer's pending entries, '>' for new ones), count, max bytes, prefix.
-local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[4],
-  'STREAMS', KEYS[1], ARGV[3])
-if not reply then return {} end
-local entries = reply[1][2]
-local limit, keep = tonumber(ARGV[5]), tonumber(ARGV[6])
-for _, entry in ipairs(entries) do
-  local fields = entry[2]
-  if fields then
-    local size, largest = 0, 2
-    for i = 2, #fields, 2 do
-      size = size + #fields[i - 1] + #fields[i]
-      if #fields[i] > #fields[largest] then largest = i end
-    end
-    if size > limit then
-      local value = fields[largest]
-      entry[2] = {'__oversize__', size .. ' ' .. #value .. ' ' .. redis.sha1hex(value),
-        '__field__', fields[largest - 1], '__prefix__', string.sub(value, 1, keep)}
-    end
-  end
-end
-return entries
-"""
-
 MINT_AT_POSITION = """
 -- KEYS: position, log, changes stream, then per mint: profile state key, code key
 -- ARGV: expected position, new position, n, then per mint: code claim, state, event
@@ -114,32 +79,6 @@ end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('XTRIM', KEYS[3], 'MINID', ARGV[2])
 return ids
-"""
-
-DEAD_LETTER_AND_ACK = """
--- KEYS: dead letters, stream; ARGV: group, entry id, dead letter, dead letters kept (~)
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'dead', ARGV[3])
-return redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-"""
-
-DEAD_LETTER_AT_POSITION = """
--- Give up on one entry: dead-letter it and move the position past it, in one step.
--- KEYS: position, dead letters[, skipped entries (a hash: entry id -> why), for a log]
--- ARGV: expected position, new position (the entry given up on), dead letter,
---   dead letters kept (~), skip record
-local current = redis.call('GET', KEYS[1]) or '0-0'
-if current ~= ARGV[1] then return 0 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'dead', ARGV[3])
-if #KEYS == 3 then redis.call('HSET', KEYS[3], ARGV[2], ARGV[5]) end
-redis.call('SET', KEYS[1], ARGV[2])
-return 1
-"""
-
-RENEW_LEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
 """
 
 

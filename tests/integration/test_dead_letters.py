@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from services.profile_projector.app import SERVICE as PROJECTOR
 from shared.acl import acl_rules, url_for, user_name
-from shared.adapters.follower import FollowerConfig, GroupFollower, PartitionFollower
+from shared.adapters.follower import AtPosition, Batch, Follower, FollowerConfig, InGroup, Source
 from shared.adapters.store import ensure_group
 from shared.client import Client
 from shared.keys import Partition
@@ -26,14 +26,18 @@ KEPT = 100
 LETTERS = 400
 
 
-def follower_config(partition: Partition, stream: str) -> FollowerConfig:
-    return FollowerConfig(
-        role=PROJECTOR,
-        replica="r1",
-        stream=lambda p: stream,
-        position=lambda p: p.read_model(1).position,
-        dead_letters_kept=KEPT,
+def follower(client: aioredis.Redis, partition: Partition, source: Source) -> Follower:
+    config = FollowerConfig(role=PROJECTOR, replica="r1", dead_letters_kept=KEPT)
+    return Follower(client, config, [partition], source)
+
+
+def log_follower(client: aioredis.Redis, partition: Partition) -> Follower:
+    source = AtPosition(
+        lambda p: p.log,
+        lambda p: p.read_model(1).position,
+        apply=None,  # type: ignore[arg-type]
     )
+    return follower(client, partition, source)
 
 
 async def _append(client: aioredis.Redis, stream: str, count: int) -> list[tuple[str, dict]]:
@@ -42,15 +46,11 @@ async def _append(client: aioredis.Redis, stream: str, count: int) -> list[tuple
 
 
 async def _give_up_on_each(client: aioredis.Redis, partition: Partition) -> None:
-    follower = PartitionFollower(
-        client,
-        follower_config(partition, partition.log),
-        [partition],
-        apply=None,  # type: ignore[arg-type]
-    )
+    logs = log_follower(client, partition)
     position = "0-0"
     for entry in await _append(client, partition.log, LETTERS):
-        await follower._give_up(partition, position, entry, ValueError("cannot fold"), 5)
+        batch = Batch(position, [entry])
+        await logs.give_up(partition, batch, ValueError("cannot fold"), 5)
         position = entry[0]
 
 
@@ -77,10 +77,11 @@ async def test_an_inbox_entry_given_up_on_is_capped_in_dead_letters(redis_url: s
     client = aioredis.Redis.from_url(redis_url)
     partition = Partition(0)
     await ensure_group(client, partition.inbox, "g")
-    config = follower_config(partition, partition.inbox)
-    follower = GroupFollower(client, config, [partition], "g", process=None)  # type: ignore[arg-type]
+    source = InGroup(lambda p: p.inbox, "g", process=None)  # type: ignore[arg-type]
+    inboxes = follower(client, partition, source)
     for entry in await _append(client, partition.inbox, LETTERS):
-        await follower._give_up(partition, partition.inbox, entry, 5)
+        batch = Batch(entry[0], [entry])
+        await inboxes.give_up(partition, batch, ValueError("bad"), 5)
     assert KEPT <= await client.xlen(partition.dead_letters) <= 2 * KEPT + 10
     await client.aclose()
 
@@ -101,13 +102,8 @@ async def test_the_projector_may_record_its_skips_under_its_own_acl_user(
     partition = Partition(1)
     entry = (await _append(admin, partition.log, 1))[0]
     client = aioredis.Redis.from_url(projector_user)
-    follower = PartitionFollower(
-        client,
-        follower_config(partition, partition.log),
-        [partition],
-        apply=None,  # type: ignore[arg-type]
-    )
-    await follower._give_up(partition, "0-0", entry, LookupError("no image"), 5)
+    logs = log_follower(client, partition)
+    await logs.give_up(partition, Batch("0-0", [entry]), LookupError("no image"), 5)
     assert await admin.hexists(partition.skipped(LIVE_PROJECTOR), entry[0])
     await client.aclose()
     await admin.aclose()
