@@ -12,7 +12,6 @@ listed; both histories are append-only entries (:class:`MemberCode`,
 
 from __future__ import annotations
 
-import base64
 import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -147,11 +146,8 @@ class Views:
         for profile_id, learner in self.written_learners.items():
             model = self.profile(profile_id)
             if learner is not None and model is not None:
-                state = base64.b64encode(learner.state()).decode()
                 position = self.changes[profile_id].position
-                profiles[profile_id] = model.model_copy(
-                    update={"state": state, "position": position}
-                )
+                profiles[profile_id] = model.taught(learner, position)
         return Changed(
             members=dict(sorted(self.written_members.items())),
             profiles=dict(sorted(profiles.items())),
@@ -210,10 +206,7 @@ class Views:
         if profile_id in self.loaded_learners:
             return self.loaded_learners[profile_id]
         model = self._model(member_id, profile_id)
-        prior = self.priors[model.prior]
-        if model.state:
-            return TasteLearner.from_state(prior, base64.b64decode(model.state))
-        return TasteLearner(prior)
+        return model.learner(self.priors[model.prior])
 
     def with_member(self, member: MemberView, at: At, **update: object) -> Views:
         """These views with ``member`` (updated with ``update``) as of ``at``."""

@@ -116,6 +116,11 @@ class ProfileModel(View):
             return TasteLearner(prior)
         return TasteLearner.from_state(prior, base64.b64decode(self.state))
 
+    def taught(self, learner: TasteLearner, position: str) -> Self:
+        """This model holding ``learner``'s state, as of ``position``."""
+        state = base64.b64encode(learner.state()).decode()
+        return self.model_copy(update={"state": state, "position": position})
+
 
 class MemberCode(View):
     """The ``index``-th code a member minted (0 = the first): the listing's order."""
