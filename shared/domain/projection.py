@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import singledispatch, wraps
 from typing import Annotated, Any, TypeVar, cast
@@ -111,6 +111,31 @@ class At:
 
 
 @dataclass(frozen=True)
+class Taught:
+    """A profile's learner and summary after the last signal it learned from in a batch:
+    the :class:`ProfileChange` code-minter hears of, made only when the batch commits."""
+
+    member_id: str
+    summary: ProfileSummary
+    learner: TasteLearner
+    position: str
+
+    def change(self) -> ProfileChange:
+        return ProfileChange(
+            member_id=self.member_id,
+            profile_id=self.summary.profile_id,
+            name=self.summary.name,
+            family=self.summary.family,
+            version=self.summary.version,
+            evidence=self.learner.evidence,
+            picks=self.summary.picks,
+            unlocked=self.summary.unlocked,
+            vector=self.learner.vector(),
+            position=self.position,
+        )
+
+
+@dataclass(frozen=True)
 class Views:
     """The read models one batch folds into, never changed in place: :meth:`fold` returns
     new views. ``loaded_*`` are what the batch read (the adapter's, read only while the
@@ -129,7 +154,7 @@ class Views:
     codes: Mapping[str, CodeView] = field(default_factory=dict)
     minted: tuple[MemberCode, ...] = ()
     deletions: tuple[MemberDeletion, ...] = ()
-    changes: Mapping[str, ProfileChange] = field(default_factory=dict)
+    taught: Mapping[str, Taught] = field(default_factory=dict)
     published: Mapping[str, PriorView] = field(default_factory=dict)
 
     def fold(
@@ -146,8 +171,7 @@ class Views:
         for profile_id, learner in self.written_learners.items():
             model = self.profile(profile_id)
             if learner is not None and model is not None:
-                position = self.changes[profile_id].position
-                profiles[profile_id] = model.taught(learner, position)
+                profiles[profile_id] = model.taught(learner, self.taught[profile_id].position)
         return Changed(
             members=dict(sorted(self.written_members.items())),
             profiles=dict(sorted(profiles.items())),
@@ -156,8 +180,13 @@ class Views:
             deletions=self.deletions,
             priors={m: self.priors[m] for m in sorted(self.published)},
             current_prior=self.published[self.current_prior] if self.published else None,
-            profile_changes=tuple(self.changes.values()),
+            profile_changes=tuple(t.change() for t in self.taught.values()),
         )
+
+    @property
+    def changes(self) -> Mapping[str, ProfileChange]:
+        """The profiles whose taste moved in this batch, as code-minter will hear of them."""
+        return {profile_id: t.change() for profile_id, t in self.taught.items()}
 
     @property
     def members(self) -> Mapping[str, MemberView]:
@@ -211,10 +240,10 @@ class Views:
     def with_member(self, member: MemberView, at: At, **update: object) -> Views:
         """These views with ``member`` (updated with ``update``) as of ``at``."""
         member = member.model_copy(update={**update, "position": at.position})
-        return replace(self, written_members={**self.written_members, member.member_id: member})
+        return self.updated(written_members={**self.written_members, member.member_id: member})
 
     def with_profile(self, model: ProfileModel) -> Views:
-        return replace(self, written_profiles={**self.written_profiles, model.profile_id: model})
+        return self.updated(written_profiles={**self.written_profiles, model.profile_id: model})
 
     def with_summary(self, member: MemberView, summary: ProfileSummary, at: At) -> Views:
         profiles = {**member.profiles, summary.profile_id: summary}
@@ -230,26 +259,21 @@ class Views:
         summary = summary.model_copy(
             update={"picks": summary.picks + picks, "evidence": learner.evidence}
         )
-        change = ProfileChange(
-            member_id=member.member_id,
-            profile_id=profile_id,
-            name=summary.name,
-            family=summary.family,
-            version=summary.version,
-            evidence=learner.evidence,
-            picks=summary.picks,
-            unlocked=summary.unlocked,
-            vector=learner.vector(),
-            position=at.position,
+        profiles = self.written_profiles
+        if self.profile(profile_id) is None:
+            profiles = {**profiles, profile_id: self._model(member.member_id, profile_id)}
+        member = member.model_copy(
+            update={"profiles": {**member.profiles, profile_id: summary}, "position": at.position}
         )
-        views = replace(
-            self,
+        return self.updated(
             written_learners={**self.written_learners, profile_id: learner},
-            changes={**self.changes, profile_id: change},
+            taught={
+                **self.taught,
+                profile_id: Taught(member.member_id, summary, learner, at.position),
+            },
+            written_profiles=profiles,
+            written_members={**self.written_members, member.member_id: member},
         )
-        if views.profile(profile_id) is None:
-            views = views.with_profile(views._model(member.member_id, profile_id))
-        return views.with_summary(member, summary, at)
 
     def retire(self, at: At, summary: ProfileSummary) -> Views:
         """Keep a deleted profile's summary on its model; drop its learner (no more data)."""
@@ -257,20 +281,27 @@ class Views:
         model = self._model(at.member_id, profile_id).model_copy(
             update={"state": "", "summary": summary, "position": at.position}
         )
-        return replace(
-            self.with_profile(model), written_learners={**self.written_learners, profile_id: None}
+        return self.with_profile(model).updated(
+            written_learners={**self.written_learners, profile_id: None}
         )
 
     def publish(self, payload: ev.TasteModelPublished, position: str) -> Views:
         """A new population prior: the one new profiles start from from now on."""
         prior = TastePrior.from_payload(payload.prior)
         view = PriorView(model_id=payload.model_id, position=position)
-        return replace(
-            self,
+        return self.updated(
             priors={**self.priors, payload.model_id: prior},
             current_prior=payload.model_id,
             published={**self.published, payload.model_id: view},
         )
+
+    def updated(self, **fields: object) -> Views:
+        """These views with ``fields`` replaced (cheaper than ``dataclasses.replace``: the
+        fold makes a few per event)."""
+        views = copy.copy(self)
+        for name, value in fields.items():
+            object.__setattr__(views, name, value)
+        return views
 
     def _model(self, member_id: str, profile_id: str) -> ProfileModel:
         return self.profile(profile_id) or ProfileModel(
@@ -355,7 +386,7 @@ def _(payload: ev.ProfileDeleted, views: Views, at: At) -> Views:
         position=at.position,
     )
     views = views.retire(at, member.profiles[gone].model_copy(update={"deleted": True}))
-    return replace(views, deletions=(*views.deletions, deletion)).with_member(
+    return views.updated(deletions=(*views.deletions, deletion)).with_member(
         member,
         at,
         profiles={p: summary for p, summary in member.profiles.items() if p != gone},
@@ -472,7 +503,7 @@ def _(payload: ev.CodeMinted, views: Views, at: At) -> Views:
         code=payload.code,
         position=at.position,
     )
-    views = replace(views, codes={**views.codes, code.code: code}, minted=(*views.minted, entry))
+    views = views.updated(codes={**views.codes, code.code: code}, minted=(*views.minted, entry))
     profiles = dict(member.profiles)
     if payload.profile_id in profiles:
         latest = {"latest_code": payload.code}
