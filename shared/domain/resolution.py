@@ -157,10 +157,9 @@ def resolve(
     )
     if not applies(parsed, member):
         return base.model_copy(update={"prompt": render_prompt(parsed, None), "strength": 0.0})
+    known = Known(member_id, member, codes, foreign_profiles, deleted, needed or {})
     try:
-        entries, warnings = _entries(
-            parsed, member_id, member, version, codes, foreign_profiles, deleted, needed or {}
-        )
+        entries, warnings = _entries(parsed, known, version)
         vector = _combine(parsed, entries, codes)
     except Refusal as refusal:
         if not parsed.personalize:
@@ -202,15 +201,20 @@ def _decimal(weight: float) -> str:
     return np.format_float_positional(weight, trim="-")
 
 
+@dataclass(frozen=True)
+class Known:
+    """What resolving a prompt of ``member_id`` found: see :func:`resolve`."""
+
+    member_id: str
+    member: MemberView | None
+    codes: Mapping[str, CodeView]
+    foreign: Mapping[str, str]
+    deleted: Mapping[str, ProfileSummary | None]
+    needed: Mapping[str, int]
+
+
 def _entries(
-    parsed: ParsedPrompt,
-    member_id: str,
-    member: MemberView | None,
-    version: str,
-    codes: Mapping[str, CodeView],
-    foreign: Mapping[str, str],
-    deleted: Mapping[str, ProfileSummary | None],
-    needed: Mapping[str, int],
+    parsed: ParsedPrompt, known: Known, version: str
 ) -> tuple[list[ResolvedEntry], list[str]]:
     family = family_of(version)
     if family is None:
@@ -223,11 +227,8 @@ def _entries(
             position,
         )
     if not parsed.p_values:
-        return _defaults(parsed, member, version, family, needed.get(family)), []
-    entries = []
-    for value in parsed.p_values:
-        entries.append(_entry(value, member_id, member, version, codes, foreign, deleted))
-    return entries, []
+        return _defaults(parsed, known.member, version, family, known.needed.get(family)), []
+    return [_entry(value, known, version) for value in parsed.p_values], []
 
 
 def _defaults(
@@ -255,25 +256,18 @@ def _defaults(
     return [_from_profile(p, 1.0, version, "default", token, position) for p in usable]
 
 
-def _entry(
-    value: PValue,
-    member_id: str,
-    member: MemberView | None,
-    version: str,
-    codes: Mapping[str, CodeView],
-    foreign: Mapping[str, str],
-    deleted: Mapping[str, ProfileSummary | None],
-) -> ResolvedEntry:
+def _entry(value: PValue, known: Known, version: str) -> ResolvedEntry:
+    member, member_id = known.member, known.member_id
     own = member.profiles.get(value.value) if member else None
     if own is not None:
         return _from_profile(own, value.weight, version, "profile", value.token, value.position)
-    view = codes.get(value.value)
+    view = known.codes.get(value.value)
     if view is not None:
         if not usable_with(view.family, view.version, version):  # type: ignore[arg-type]
             raise _mismatch(f"code {view.code}", view.family, view.version, version, value)
         mine = view.member_id == member_id
         active = member.profiles.get(view.profile_id) if member else None
-        now = active or deleted.get(view.profile_id)
+        now = active or known.deleted.get(view.profile_id)
         return ResolvedEntry(
             code=view.code,
             weight=value.weight,
@@ -283,9 +277,9 @@ def _entry(
             profile_id=view.profile_id if mine else None,
             profile_name=(now.name if now else view.profile_name) if mine else None,
         )
-    if foreign.get(value.value) == member_id:
-        raise _inactive_own_profile(value, value.value in deleted)
-    if value.value in foreign:
+    if known.foreign.get(value.value) == member_id:
+        raise _inactive_own_profile(value, value.value in known.deleted)
+    if value.value in known.foreign:
         raise Refusal(
             "NOT_OWNER",
             f"profile {value.value!r} belongs to another member; ask them for one of its codes",
