@@ -59,7 +59,7 @@ class Projector:
         self.settings = settings
         self.emit_changes = emit_changes
         self.follow_active = follow_active
-        self.thresholds = {"v6": settings.unlock_v6, "v7": settings.unlock_v7}
+        self.thresholds = dict(settings.rules().unlock)
         self.warm: dict[int, Warm] = {}
 
     def position_key(self, partition: Partition) -> str:

@@ -37,7 +37,7 @@ class Resolver:
     def __init__(self, models: ReadModels, settings: Settings) -> None:
         self.models = models
         self.settings = settings
-        self.needed = {"v6": settings.unlock_v6, "v7": settings.unlock_v7}
+        self.needed = dict(settings.rules().unlock)
         self._generation = (0, 0.0)
 
     async def handle(self, body: Any) -> ResolveResponse:
