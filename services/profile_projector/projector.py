@@ -37,11 +37,10 @@ class Warm:
         """What the models hold once ``changed`` is committed at ``position``."""
         self.members.update(changed.members)
         self.profiles.update(changed.profiles)
-        for profile_id, learner in views.written_learners.items():
-            if learner is None:
-                self.learners.pop(profile_id, None)
-            else:
-                self.learners[profile_id] = learner
+        retired = views.retired
+        self.learners.update((p, t.learner) for p, t in views.taught.items() if p not in retired)
+        for profile_id in retired:
+            self.learners.pop(profile_id, None)
         return Warm(position, views.current_prior, self.members, self.profiles, self.learners)
 
 

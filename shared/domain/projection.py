@@ -150,7 +150,6 @@ class Views:
     loaded_learners: Mapping[str, TasteLearner] = field(default_factory=dict)
     written_members: Mapping[str, MemberView] = field(default_factory=dict)
     written_profiles: Mapping[str, ProfileModel] = field(default_factory=dict)
-    written_learners: Mapping[str, TasteLearner | None] = field(default_factory=dict)
     codes: Mapping[str, CodeView] = field(default_factory=dict)
     minted: tuple[MemberCode, ...] = ()
     deletions: tuple[MemberDeletion, ...] = ()
@@ -168,10 +167,11 @@ class Views:
         """What this batch wrote, each key once, in a deterministic order; a profile that
         learned carries its learner's state as of its last change."""
         profiles = dict(self.written_profiles)
-        for profile_id, learner in self.written_learners.items():
+        retired = self.retired
+        for profile_id, taught in self.taught.items():
             model = self.profile(profile_id)
-            if learner is not None and model is not None:
-                profiles[profile_id] = model.taught(learner, self.taught[profile_id].position)
+            if profile_id not in retired and model is not None:
+                profiles[profile_id] = model.taught(taught.learner, taught.position)
         return Changed(
             members=dict(sorted(self.written_members.items())),
             profiles=dict(sorted(profiles.items())),
@@ -201,13 +201,14 @@ class Views:
     @property
     def learners(self) -> Mapping[str, TasteLearner]:
         """The learners of the active profiles this batch has read or taught."""
-        merged = {**self.loaded_learners, **self.written_learners}
-        return {p: learner for p, learner in merged.items() if learner is not None}
+        merged = {**self.loaded_learners, **{p: t.learner for p, t in self.taught.items()}}
+        retired = self.retired
+        return {p: learner for p, learner in merged.items() if p not in retired}
 
     @property
     def touched(self) -> set[str]:
         """The profiles that learned in this batch (their learner state is written)."""
-        return {p for p, learner in self.written_learners.items() if learner is not None}
+        return set(self.taught) - self.retired
 
     @property
     def retired(self) -> set[str]:
@@ -228,10 +229,8 @@ class Views:
     def learner(self, member_id: str, profile_id: str) -> TasteLearner:
         """The profile's learner now (a new one, from its stored state or its prior, if
         this batch has not taught it yet); callers teach a copy, never this one."""
-        if profile_id in self.written_learners:
-            learner = self.written_learners[profile_id]
-            assert learner is not None  # data for a deleted profile is never folded
-            return learner
+        if profile_id in self.taught:
+            return self.taught[profile_id].learner
         if profile_id in self.loaded_learners:
             return self.loaded_learners[profile_id]
         model = self._model(member_id, profile_id)
@@ -266,7 +265,6 @@ class Views:
             update={"profiles": {**member.profiles, profile_id: summary}, "position": at.position}
         )
         return self.updated(
-            written_learners={**self.written_learners, profile_id: learner},
             taught={
                 **self.taught,
                 profile_id: Taught(member.member_id, summary, learner, at.position),
@@ -276,14 +274,12 @@ class Views:
         )
 
     def retire(self, at: At, summary: ProfileSummary) -> Views:
-        """Keep a deleted profile's summary on its model; drop its learner (no more data)."""
+        """Keep a deleted profile's summary on its model, and no learner state (no more data)."""
         profile_id = summary.profile_id
         model = self._model(at.member_id, profile_id).model_copy(
             update={"state": "", "summary": summary, "position": at.position}
         )
-        return self.with_profile(model).updated(
-            written_learners={**self.written_learners, profile_id: None}
-        )
+        return self.with_profile(model)
 
     def publish(self, payload: ev.TasteModelPublished, position: str) -> Views:
         """A new population prior: the one new profiles start from from now on."""
@@ -485,15 +481,8 @@ def _(payload: ev.DefaultVersionSet, views: Views, at: At) -> Views:
 def _(payload: ev.CodeMinted, views: Views, at: At) -> Views:
     member = views.member(at.member_id)
     code = CodeView(
-        code=payload.code,
+        **payload.model_dump(),
         member_id=member.member_id,
-        profile_id=payload.profile_id,
-        profile_name=payload.profile_name,
-        family=payload.family,
-        version=payload.version,
-        vector=payload.vector,
-        evidence=payload.evidence,
-        picks=payload.picks,
         minted_at=at.occurred_at,
         position=at.position,
     )
